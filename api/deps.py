@@ -1,0 +1,24 @@
+"""Dependencies shared by the routers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from api.config import ApiSettings
+from supervisor.core import Supervisor
+
+
+def get_supervisor(request: Request) -> Supervisor:
+    supervisor: Supervisor = request.app.state.supervisor
+    return supervisor
+
+
+def get_api_settings(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.api_settings
+    return settings
+
+
+SupervisorDep = Annotated[Supervisor, Depends(get_supervisor)]
+ApiSettingsDep = Annotated[ApiSettings, Depends(get_api_settings)]

@@ -1,0 +1,73 @@
+"""Admission control: a task starts only when its estimated peak fits what the container can hold.
+
+    budget = container limit - (API process + zygote) - safety margin
+
+A running worker holds the larger of its reservation and its current usage, so a kind that
+declared too little cannot crowd the container before its estimate has been learned.
+
+Estimates start as each kind's declaration and are then learned from observed peaks: the largest of
+the recent peaks with some headroom. Fewer than ``estimate_min_samples`` peaks can only raise an
+estimate, never lower it below the declaration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from supervisor.config import SupervisorSettings
+from supervisor.container import ContainerProbe
+from workers.registry import KindSpec
+
+MIN_ESTIMATE_MB = 8.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    limit_mb: float
+    limit_source: str
+    base_mb: float  # API process + zygote
+    margin_mb: float
+
+    @property
+    def budget_mb(self) -> float:
+        return max(0.0, self.limit_mb - self.base_mb - self.margin_mb)
+
+
+class Admission:
+    def __init__(
+        self,
+        settings: SupervisorSettings,
+        probe: ContainerProbe,
+        base_mb: Callable[[], float],
+        peaks: dict[str, list[float]],
+    ) -> None:
+        self.settings = settings
+        self.probe = probe
+        self._base_mb = base_mb
+        self._peaks = peaks
+
+    def budget(self) -> Budget:
+        return Budget(
+            limit_mb=self.probe.limit.value_mb,
+            limit_source=self.probe.limit.source,
+            base_mb=self._base_mb(),
+            margin_mb=self.settings.safety_margin_mb,
+        )
+
+    def estimate_mb(self, spec: KindSpec) -> float:
+        peaks = self._peaks.get(spec.name, [])
+        if not peaks:
+            estimate = spec.estimate_mb
+        else:
+            learned = max(peaks) * self.settings.estimate_headroom
+            few = len(peaks) < self.settings.estimate_min_samples
+            estimate = max(spec.estimate_mb, learned) if few else learned
+        return max(MIN_ESTIMATE_MB, min(estimate, spec.ceiling_mb))
+
+    def need_mb(self, spec: KindSpec, ceiling_mb: float) -> float:
+        """What a task reserves: it is killed at its ceiling, so it never needs more than that."""
+        return min(self.estimate_mb(spec), ceiling_mb)
+
+    def learn(self, kind: str, peaks: list[float]) -> None:
+        self._peaks[kind] = peaks

@@ -1,0 +1,594 @@
+"""The supervisor: accepts tasks, admits them by memory budget, runs each in a fresh worker, and
+records how each one ended. Runs in the API process's event loop; the watchdog is its one thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from supervisor import admission as admission_mod
+from supervisor.broker import Broker
+from supervisor.cgroups import WorkerCgroups
+from supervisor.config import SupervisorSettings
+from supervisor.container import ContainerProbe, Reading
+from supervisor.errors import (
+    AdmissionRefusedError,
+    DrainingError,
+    InvalidRequestError,
+    NotCancellableError,
+    QueueFullError,
+    TaskNotFoundError,
+)
+from supervisor.events import EventHub
+from supervisor.memory import MB, pss_mb, rss_mb
+from supervisor.states import FINAL, Reason, State
+from supervisor.store import Store, TaskRow, as_utc, utcnow
+from supervisor.verdict import Ending, Verdict, exit_fields, judge, should_retry
+from supervisor.watchdog import Watchdog
+from supervisor.worker import RunningWorker
+from supervisor.zygote import Zygote
+from workers import protocol
+from workers.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.5  # the budget, and the pool's hard limit, are re-read this often
+EXIT_DRAIN_S = 5.0
+
+
+@dataclass(frozen=True)
+class Submission:
+    kind: str
+    payload: dict[str, Any]
+    timeout_s: float | None = None
+    ceiling_mb: float | None = None
+
+
+class Supervisor:
+    def __init__(self, settings: SupervisorSettings, catalog: Catalog, store: Store | None = None):
+        self.settings = settings
+        self.catalog = catalog
+        self.store = store or Store(settings.database())
+        self.probe = ContainerProbe(settings.memory_limit_mb)
+        self.zygote = Zygote(catalog.modules)
+        self.broker = Broker(self._on_message, settings.runtime_dir)
+        self.admission = admission_mod.Admission(settings, self.probe, self._base_mb, self.store.peaks())
+        self.watchdog = Watchdog(settings, self._container_usage_mb, self._high_water_mb)
+        self.events = EventHub()
+        self.cgroups: WorkerCgroups | None = None
+        self.draining = False
+        self._queue: deque[TaskRow] = deque()
+        self._running: dict[bytes, RunningWorker] = {}
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._finishing: set[asyncio.Task[Any]] = set()
+        self._pool_ooms_seen = 0
+        self._adopted_zygote: int | None = None
+
+    # ----- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.settings.spool_dir().mkdir(parents=True, exist_ok=True)
+        if self.settings.worker_cgroups:
+            self.cgroups = WorkerCgroups.create()
+        self.zygote.start()
+        self._adopt_zygote()
+        self.broker.start()
+        self._recover()
+        self._update_pool_limit()
+        self.watchdog.start()
+        self._loops = [
+            asyncio.create_task(self._schedule_loop(), name="memvisor-scheduler"),
+            asyncio.create_task(self._housekeeping_loop(), name="memvisor-housekeeping"),
+        ]
+        log.info(
+            "supervisor ready: limit %.0f MB (%s), budget %.0f MB, worker cgroups %s",
+            self.probe.limit.value_mb,
+            self.probe.limit.source,
+            self.admission.budget().budget_mb,
+            "on" if self.cgroups else "off",
+        )
+
+    async def stop(self) -> None:
+        """Stop admitting; let running tasks finish until the drain deadline; interrupt the rest."""
+        self.draining = True
+        if self._running:
+            log.info(
+                "draining %d running task(s), up to %.0f s", len(self._running), self.settings.drain_timeout_s
+            )
+            await self._wait_idle(self.settings.drain_timeout_s)
+        for worker in list(self._running.values()):
+            worker.kill(Reason.INTERRUPTED)
+        await self._wait_idle(EXIT_DRAIN_S)
+        if self._finishing:
+            await asyncio.gather(*self._finishing, return_exceptions=True)
+        for loop_task in self._loops:
+            loop_task.cancel()
+        self.watchdog.stop()
+        await self.broker.close()
+        self.zygote.stop()
+        if self.cgroups is not None:
+            self.cgroups.close()
+        self.store.close()
+
+    def _recover(self) -> None:
+        """Tasks left running by a previous process were interrupted: requeue or fail them."""
+        for row in self.store.in_state(State.RUNNING):
+            verdict = Verdict(State.FAILED, Reason.INTERRUPTED, error_message="the service restarted")
+            if should_retry(verdict, row.retriable, row.attempts, row.max_attempts):
+                self.store.transition(row.id, State.QUEUED, src=State.RUNNING, reason=Reason.INTERRUPTED)
+            else:
+                self._persist_final(row.id, verdict, {})
+            log.warning("task %s was interrupted by a restart", row.id)
+        self._queue.extend(self.store.in_state(State.QUEUED))
+
+    # ----- requests --------------------------------------------------------------------------
+
+    def submit(self, sub: Submission) -> TaskRow:
+        """Validate, check that the task can ever fit, and queue it. Raises on any refusal."""
+        if self.draining:
+            raise DrainingError("the service is draining and admits no new task")
+        spec = self.catalog.resolve(sub.kind)
+        payload = spec.input_model.model_validate(sub.payload).model_dump(mode="json")
+        timeout_s = self._timeout(sub.timeout_s, spec.timeout_s)
+        budget_mb = self.admission.budget().budget_mb
+        ceiling_mb = self._ceiling(sub.ceiling_mb, spec.ceiling_mb, budget_mb)
+        need_mb = self.admission.need_mb(spec, ceiling_mb)
+        if need_mb > budget_mb:
+            raise AdmissionRefusedError(spec.name, need_mb, budget_mb)
+        if len(self._queue) >= self.settings.max_queue:
+            raise QueueFullError(len(self._queue), retry_after_s=self._retry_after_s())
+        row = self.store.insert(
+            TaskRow(
+                kind=spec.name,
+                payload=payload,
+                timeout_s=timeout_s,
+                ceiling_mb=ceiling_mb,
+                estimate_mb=need_mb,
+                retriable=spec.retriable,
+                max_attempts=self.settings.max_attempts if spec.retriable else 1,
+            )
+        )
+        self._queue.append(row)
+        self._publish(row.id, State.QUEUED)
+        self._wake.set()
+        return row
+
+    def get(self, task_id: str) -> TaskRow:
+        row = self.store.get(task_id)
+        if row is None:
+            raise TaskNotFoundError(task_id)
+        return row
+
+    async def wait(self, task_id: str, wait_s: float) -> TaskRow:
+        """The task once it is final, or as it is when ``wait_s`` runs out."""
+        queue = self.events.subscribe(task_id)
+        try:
+            row = self.get(task_id)
+            deadline = time.monotonic() + wait_s
+            while row.state not in FINAL and (left := deadline - time.monotonic()) > 0:
+                try:
+                    await asyncio.wait_for(queue.get(), left)
+                except TimeoutError:
+                    break
+                row = self.get(task_id)
+            return row
+        finally:
+            self.events.unsubscribe(task_id, queue)
+
+    def cancel(self, task_id: str) -> TaskRow:
+        row = self.get(task_id)
+        worker = self._worker_of(task_id)
+        if worker is not None:
+            worker.terminate(Reason.CANCELLED)
+            return row
+        if row.state == State.QUEUED and self._cancel_queued(row):
+            return self.get(task_id)
+        raise NotCancellableError(task_id, self.get(task_id).state)
+
+    def kill_worker(self, pid: int) -> RunningWorker:
+        for worker in self._running.values():
+            if worker.pid == pid:
+                worker.kill(Reason.ADMIN_KILL)
+                return worker
+        raise TaskNotFoundError(f"worker pid {pid}")
+
+    def workers(self) -> list[RunningWorker]:
+        return list(self._running.values())
+
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def _cancel_queued(self, row: TaskRow) -> bool:
+        verdict = Verdict(State.CANCELLED, Reason.CANCELLED)
+        if not self._persist_final(row.id, verdict, {}, src=State.QUEUED):
+            return False
+        self._queue = deque(r for r in self._queue if r.id != row.id)
+        return True
+
+    def _timeout(self, requested_s: float | None, default_s: float) -> float:
+        timeout_s = default_s if requested_s is None else requested_s
+        if not 0 < timeout_s <= self.settings.max_timeout_s:
+            raise InvalidRequestError(f"timeout_s must be in (0, {self.settings.max_timeout_s:g}]")
+        return float(timeout_s)
+
+    def _ceiling(self, requested_mb: float | None, kind_mb: float, budget_mb: float) -> float:
+        if requested_mb is None:
+            return min(kind_mb, budget_mb) if budget_mb > 0 else kind_mb
+        if requested_mb <= 0:
+            raise InvalidRequestError("ceiling_mb must be positive")
+        if requested_mb > budget_mb:
+            raise InvalidRequestError(
+                f"ceiling_mb {requested_mb:.0f} MB exceeds the memory budget of {budget_mb:.0f} MB"
+            )
+        return float(requested_mb)
+
+    def _retry_after_s(self) -> int:
+        return max(1, min(60, len(self._queue) // max(1, len(self._running) or 1)))
+
+    # ----- scheduling ------------------------------------------------------------------------
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                self._dispatch_ready()
+            except Exception:  # e.g. the database went away: try again on the next wake-up
+                log.exception("dispatch failed")
+
+    async def _housekeeping_loop(self) -> None:
+        """The budget moves with the API's own usage: follow it even while the scheduler is busy."""
+        while True:
+            await asyncio.sleep(TICK_S)
+            if not self.zygote.alive() and not self.draining:
+                log.error("zygote died; starting a new one")
+                self.zygote.start()
+                self._adopt_zygote()
+            self._update_pool_limit()
+            self._wake.set()
+
+    def _dispatch_ready(self) -> None:
+        while self._queue and not self.draining:
+            if len(self._running) >= self.settings.max_concurrency:
+                return
+            row = self._queue[0]
+            spec = self.catalog.kinds.get(row.kind)
+            budget_mb = self.admission.budget().budget_mb
+            need_mb = self.admission.need_mb(spec, row.ceiling_mb) if spec else 0.0
+            if spec is None or need_mb > budget_mb:
+                self._queue.popleft()
+                self._refuse(row, need_mb, budget_mb)
+                continue
+            if self._committed_mb() + need_mb > budget_mb:
+                return  # first in, first out: the head waits for memory, and so does everyone behind
+            self._queue.popleft()
+            self._launch(row, need_mb, min(row.ceiling_mb, budget_mb))
+
+    def _refuse(self, row: TaskRow, need_mb: float, budget_mb: float) -> None:
+        """A queued task that no longer fits even an empty container (or whose kind is gone)."""
+        if row.kind not in self.catalog.kinds:
+            verdict = Verdict(
+                State.FAILED,
+                Reason.ERROR,
+                error_type="UnknownKind",
+                error_message=f"kind {row.kind!r} is no longer registered",
+            )
+        else:
+            verdict = Verdict(
+                State.FAILED,
+                Reason.TOO_BIG_FOR_BUDGET,
+                error_type="AdmissionRefused",
+                error_message=str(AdmissionRefusedError(row.kind, need_mb, budget_mb)),
+            )
+        self._persist_final(row.id, verdict, {}, src=State.QUEUED)
+
+    def _launch(self, row: TaskRow, need_mb: float, ceiling_mb: float) -> None:
+        attempt = row.attempts + 1
+        started_at = utcnow()
+        wait_s = (started_at - (as_utc(row.created_at) or started_at)).total_seconds()
+        if not self.store.transition(
+            row.id,
+            State.RUNNING,
+            src=State.QUEUED,
+            started_at=started_at,
+            attempts=attempt,
+            queue_wait_s=wait_s,
+            ceiling_mb=ceiling_mb,
+            estimate_mb=need_mb,
+            reason=None,
+        ):
+            return  # cancelled meanwhile
+        try:
+            process = self.zygote.fork_worker(
+                row.id, attempt, self.broker.endpoint, self.settings.worker_threads
+            )
+        except Exception as exc:
+            log.exception("task %s: could not start a worker", row.id)
+            verdict = Verdict(
+                State.FAILED, Reason.CRASHED, error_type="WorkerStartFailed", error_message=str(exc)
+            )
+            retry = should_retry(verdict, row.retriable, attempt, row.max_attempts)
+            self._end(row.id, verdict, retry, {"run_s": 0.0})
+            return
+        self._adopt_zygote()  # a no-op unless the fork had to restart a dead zygote
+        worker = RunningWorker(
+            task_id=row.id,
+            kind=row.kind,
+            attempt=attempt,
+            routing_id=protocol.routing_id(row.id, attempt),
+            ceiling_mb=ceiling_mb,
+            reserved_mb=need_mb,
+            timeout_s=row.timeout_s,
+            retriable=row.retriable,
+            max_attempts=row.max_attempts,
+            process=process,
+            pid=process.pid,
+        )
+        self._track(worker, row)
+        log.info(
+            "task %s pid %d: started %s (attempt %d, reserve %.0f MB, ceiling %.0f MB)",
+            row.id,
+            worker.pid,
+            row.kind,
+            attempt,
+            need_mb,
+            ceiling_mb,
+        )
+
+    def _track(self, worker: RunningWorker, row: TaskRow) -> None:
+        if self.cgroups is not None:
+            name = f"task-{worker.routing_id.decode().replace(':', '-')}"
+            worker.cgroup = self.cgroups.add(name, worker.pid, worker.ceiling_mb)
+        self._running[worker.routing_id] = worker
+        self._idle.clear()
+        self.watchdog.add(worker)
+        self.store.set_fields(row.id, worker_pid=worker.pid)
+        asyncio.get_running_loop().add_reader(worker.process.sentinel, self._on_exit, worker)
+        self._publish(row.id, State.RUNNING, pid=worker.pid, attempt=worker.attempt)
+
+    # ----- messages from workers -------------------------------------------------------------
+
+    def _on_message(self, routing_id: bytes, msg: dict[str, Any]) -> None:
+        worker = self._running.get(routing_id)
+        if worker is None:
+            log.warning("message from unknown worker %r dropped", routing_id[:64])
+            return
+        kind = msg["type"]
+        if kind == protocol.READY:
+            self._on_ready(worker, msg)
+        elif kind == protocol.PROGRESS:
+            self.events.publish(worker.task_id, {"event": "progress", "data": msg.get("data")})
+        elif worker.ready and worker.outcome is None:
+            worker.outcome = (
+                {"error": msg.get("error")} if kind == protocol.ERROR else {"result": msg.get("result")}
+            )
+            self._send(worker, protocol.encode(protocol.ACK))
+
+    def _on_ready(self, worker: RunningWorker, msg: dict[str, Any]) -> None:
+        if msg.get("pid") != worker.pid or worker.ready:
+            log.warning(
+                "task %s: ready from pid %s, expected %d; ignored", worker.task_id, msg.get("pid"), worker.pid
+            )
+            return
+        worker.ready = True
+        row = self.get(worker.task_id)
+        spec = self.catalog.kinds[row.kind]
+        spool = self.settings.spool_dir() / row.id
+        frame = protocol.encode(
+            protocol.TASK,
+            task_id=row.id,
+            kind=row.kind,
+            module=spec.module,
+            payload=row.payload,
+            data_dir=str(self.settings.data_dir.resolve()),
+            spool_dir=str(spool.resolve()),
+        )
+        self._send(worker, frame)
+
+    def _send(self, worker: RunningWorker, frame: bytes) -> None:
+        task = asyncio.create_task(self.broker.send(worker.routing_id, frame))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    # ----- endings ---------------------------------------------------------------------------
+
+    def _on_exit(self, worker: RunningWorker) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(worker.process.sentinel)
+        task = loop.create_task(self._finish(worker))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _finish(self, worker: RunningWorker) -> None:
+        exitcode = worker.process.exitcode
+        self.watchdog.remove(worker)
+        task_oom = await self._release_cgroup(worker)
+        if task_oom:
+            worker.peak_rss_mb = max(worker.peak_rss_mb, worker.ceiling_mb)
+        ending = Ending(
+            exitcode=exitcode,
+            outcome=worker.outcome,
+            kill_reason=worker.kill_reason,
+            task_oom=task_oom,
+            pool_oom=exitcode == -signal.SIGKILL and self._new_pool_oom(),
+            zygote_lost=exitcode == 255 and not self.zygote.alive(),
+        )
+        verdict = judge(ending)
+        fields = {
+            **exit_fields(exitcode),
+            "peak_rss_mb": round(worker.peak_rss_mb, 1),
+            "run_s": round(worker.age_s, 3),
+        }
+        try:
+            retry = should_retry(verdict, worker.retriable, worker.attempt, worker.max_attempts)
+            self._end(worker.task_id, verdict, retry, fields)
+            self._learn(worker)
+        finally:
+            self._forget(worker)
+        log.info(
+            "task %s pid %d: %s%s, peak %.0f MB, exit %s",
+            worker.task_id,
+            worker.pid,
+            verdict.state,
+            f" ({verdict.reason})" if verdict.reason else "",
+            worker.peak_rss_mb,
+            exitcode,
+        )
+
+    def _adopt_zygote(self) -> None:
+        """Put the zygote in the workers' pool; again after it was restarted under a new pid."""
+        pid = self.zygote.pid
+        if self.cgroups is None or pid is None or pid == self._adopted_zygote:
+            return
+        try:
+            self.cgroups.adopt(pid)
+            self._adopted_zygote = pid
+        except OSError as exc:
+            log.warning("zygote %d stays outside the workers' pool: %s", pid, exc)
+
+    def _new_pool_oom(self) -> bool:
+        """Whether the kernel OOM-killed in the pool since the last death we attributed to it."""
+        if self.cgroups is None:
+            return False
+        try:
+            ooms = self.cgroups.pool.oom_kills()
+        except OSError:
+            return False
+        if ooms <= self._pool_ooms_seen:
+            return False
+        self._pool_ooms_seen += 1
+        return True
+
+    async def _release_cgroup(self, worker: RunningWorker) -> bool:
+        if worker.cgroup is None or self.cgroups is None:
+            return False
+        try:
+            kernel_oom = worker.cgroup.oom_kills() > 0
+        except OSError:
+            kernel_oom = False
+        await asyncio.to_thread(self.cgroups.remove, worker.cgroup)
+        return kernel_oom
+
+    def _forget(self, worker: RunningWorker) -> None:
+        self._running.pop(worker.routing_id, None)
+        worker.process.close()
+        if not self._running:
+            self._idle.set()
+        self._wake.set()
+
+    def _end(self, task_id: str, verdict: Verdict, retry: bool, fields: dict[str, Any]) -> None:
+        """Persist how an attempt ended: requeued for another attempt, or final."""
+        if retry:
+            requeued = self.store.transition(
+                task_id, State.QUEUED, src=State.RUNNING, reason=verdict.reason, **fields
+            )
+            if requeued and not self.draining:  # while draining it waits in the store for the next boot
+                self._queue.append(self.get(task_id))
+                self._publish(task_id, State.QUEUED, reason=verdict.reason)
+            return
+        self._persist_final(task_id, verdict, fields)
+        shutil.rmtree(self.settings.spool_dir() / task_id, ignore_errors=True)
+
+    def _persist_final(
+        self, task_id: str, verdict: Verdict, fields: dict[str, Any], src: State = State.RUNNING
+    ) -> bool:
+        ok = self.store.transition(
+            task_id,
+            verdict.state,
+            src=src,
+            reason=verdict.reason,
+            result=verdict.result,
+            error_type=verdict.error_type,
+            error_message=verdict.error_message,
+            finished_at=utcnow(),
+            **fields,
+        )
+        if ok:
+            self._publish(task_id, verdict.state, reason=verdict.reason)
+        return ok
+
+    def _learn(self, worker: RunningWorker) -> None:
+        if worker.peak_rss_mb <= 0:
+            return
+        peaks = self.store.record_peak(worker.kind, worker.peak_rss_mb, self.settings.estimate_history)
+        self.admission.learn(worker.kind, peaks)
+
+    def _publish(self, task_id: str, state: State, **fields: Any) -> None:
+        self.events.publish(task_id, {"event": "state", "state": str(state), **fields})
+
+    # ----- memory ----------------------------------------------------------------------------
+
+    def memory_report(self) -> dict[str, Any]:
+        budget = self.admission.budget()
+        usage = self._usage([pid for w in self._running.values() for pid in w.last_pids])
+        return {
+            "limit_mb": round(budget.limit_mb, 1),
+            "limit_source": budget.limit_source,
+            "usage_mb": round(usage.value_mb, 1),
+            "usage_source": usage.source,
+            "api_and_zygote_mb": round(budget.base_mb, 1),
+            "safety_margin_mb": budget.margin_mb,
+            "budget_mb": round(budget.budget_mb, 1),
+            "committed_mb": round(self._committed_mb(), 1),
+            "reservations": {w.task_id: w.reserved_mb for w in self._running.values()},
+            "high_water_mb": round(self._high_water_mb(), 1),
+            "container_oom_kills": self.probe.oom_kills(),
+            "worker_cgroups": self.cgroups is not None,
+            "estimates_mb": {
+                name: round(self.admission.estimate_mb(spec), 1) for name, spec in self.catalog.kinds.items()
+            },
+        }
+
+    def _base_mb(self) -> float:
+        """What the container holds besides the workers.
+
+        Inside a limiting cgroup that is read, not guessed: the container's working set minus the
+        workers' pool. Elsewhere it is the RSS of the API process and the zygote's helpers.
+        """
+        if self.cgroups is not None and self.probe.from_cgroup and self.probe.cgroup is not None:
+            container_mb = self.probe.cgroup.working_set_bytes() / MB
+            return max(0.0, container_mb - self.cgroups.pool.working_set_bytes() / MB)
+        return rss_mb([os.getpid(), *self.zygote.pids()])
+
+    def _committed_mb(self) -> float:
+        """What running workers hold: each its reservation, or its usage where that is larger."""
+        return sum(max(w.reserved_mb, w.rss_mb) for w in self._running.values())
+
+    def _container_usage_mb(self, worker_pids: list[int]) -> float:
+        return self._usage(worker_pids).value_mb
+
+    def _usage(self, worker_pids: list[int]) -> Reading:
+        """Without a cgroup, PSS over our processes: pages workers share with the zygote count once."""
+        return self.probe.usage(lambda: pss_mb([os.getpid(), *self.zygote.pids(), *worker_pids]))
+
+    def _high_water_mb(self) -> float:
+        return self.probe.limit.value_mb * self.settings.container_high_water_pct / 100
+
+    def _update_pool_limit(self) -> None:
+        """The pool may use what the API and zygote leave, minus half the margin kept for their growth."""
+        if self.cgroups is None:
+            return
+        budget = self.admission.budget()
+        try:
+            self.cgroups.set_pool_limit(budget.limit_mb - budget.base_mb - budget.margin_mb / 2)
+        except OSError as exc:
+            log.debug("pool limit not updated: %s", exc)
+
+    async def _wait_idle(self, timeout_s: float) -> None:
+        if not self._running:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+
+    def _worker_of(self, task_id: str) -> RunningWorker | None:
+        return next((w for w in self._running.values() if w.task_id == task_id), None)

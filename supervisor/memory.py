@@ -1,0 +1,155 @@
+"""Reading memory: the container's limit and working set from its cgroup, processes' RSS from /proc.
+
+psutil.virtual_memory() describes the host, not the container, and is never used for decisions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+MB = 1024 * 1024
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+UNLIMITED_BYTES = 1 << 60  # cgroup v1 reports "no limit" as a page-rounded LONG_MAX
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class Cgroup:
+    """A memory cgroup directory and its interface version (1 or 2)."""
+
+    version: int
+    path: Path
+
+    def read(self, name: str) -> str:
+        return (self.path / name).read_text()
+
+    def stat(self) -> dict[str, int]:
+        stat: dict[str, int] = {}
+        for line in self.read("memory.stat").splitlines():
+            key, _, value = line.partition(" ")
+            if value.isdigit():
+                stat[key] = int(value)
+        return stat
+
+    def limit_bytes(self) -> int | None:
+        """The effective limit, taking every ancestor's limit into account."""
+        if self.version == 1:
+            limit = self.stat().get("hierarchical_memory_limit", UNLIMITED_BYTES)
+            return None if limit >= UNLIMITED_BYTES else limit
+        limits = [_v2_max(p) for p in [self.path, *self.path.parents] if p >= CGROUP_ROOT]
+        known = [limit for limit in limits if limit is not None]
+        return min(known) if known else None
+
+    def working_set_bytes(self) -> int:
+        """Usage minus inactive file cache: what the kernel cannot simply drop (as kubelet counts)."""
+        stat = self.stat()
+        if self.version == 1:
+            usage = int(self.read("memory.usage_in_bytes"))
+            return max(0, usage - stat.get("total_inactive_file", 0))
+        usage = int(self.read("memory.current"))
+        return max(0, usage - stat.get("inactive_file", 0))
+
+    def oom_kills(self) -> int:
+        name = "memory.oom_control" if self.version == 1 else "memory.events"
+        for line in self.read(name).splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        return 0
+
+    def pids(self) -> list[int]:
+        return [int(line) for line in self.read("cgroup.procs").split()]
+
+
+def _v2_max(path: Path) -> int | None:
+    try:
+        text = (path / "memory.max").read_text().strip()
+    except OSError:
+        return None
+    return None if text == "max" else int(text)
+
+
+def own_cgroup(pid: int | str = "self") -> Cgroup | None:
+    """The memory cgroup of a process, or None where none is readable."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, rel = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            path = CGROUP_ROOT / "memory" / rel.lstrip("/")
+            if (path / "memory.usage_in_bytes").exists():
+                return Cgroup(1, path)
+    for line in lines:
+        if line.startswith("0::"):
+            path = CGROUP_ROOT / line[3:].lstrip("/")
+            if (path / "memory.current").exists():
+                return Cgroup(2, path)
+    return None
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set of one process; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * PAGE_BYTES
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def rss_mb(pids: Iterable[int]) -> float:
+    return sum(rss_bytes(pid) for pid in pids) / MB
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set: pages shared with the zygote are split between sharers, not counted in each."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def pss_mb(pids: Iterable[int]) -> float:
+    return sum(pss_bytes(pid) for pid in pids) / MB
+
+
+def descendants(root: int, parents: dict[int, int]) -> list[int]:
+    """``root`` and every process below it, from a pid -> ppid map."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    tree, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        tree.append(pid)
+        stack.extend(children.get(pid, ()))
+    return tree
+
+
+def parent_map() -> dict[int, int]:
+    """pid -> ppid for every process, read once per sample (cheaper than one scan per worker)."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            ppid = _ppid(entry.name)
+            if ppid is not None:
+                parents[int(entry.name)] = ppid
+    return parents
+
+
+def _ppid(pid: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    return int(stat[stat.rindex(b")") + 2 :].split()[1])

@@ -1,0 +1,143 @@
+"""The watchdog: a thread that samples every worker tree and stops the ones that must stop.
+
+It runs apart from the event loop so that a busy loop never delays a kill. Each round it
+- measures each worker tree's RSS and kills a tree at its ceiling (reason memory_ceiling), or one
+  whose task cgroup saw a kernel OOM kill;
+- escalates SIGTERM to SIGKILL after the grace period, and enforces timeouts and start deadlines;
+- guards the container: above the high-water mark it kills one victim (reason container_pressure).
+It samples faster while any worker is near its ceiling.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+from supervisor.config import SupervisorSettings
+from supervisor.memory import parent_map, rss_mb
+from supervisor.states import Reason
+from supervisor.worker import RunningWorker, signal_tree
+
+log = logging.getLogger(__name__)
+
+
+class Watchdog:
+    def __init__(
+        self,
+        settings: SupervisorSettings,
+        container_usage_mb: Callable[[list[int]], float],
+        high_water_mb: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self._usage_mb = container_usage_mb
+        self._high_water_mb = high_water_mb
+        self._workers: dict[bytes, RunningWorker] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memvisor-watchdog", daemon=True)
+        self.rounds = 0
+        self.last_usage_mb = 0.0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def add(self, worker: RunningWorker) -> None:
+        with self._lock:
+            self._workers[worker.routing_id] = worker
+
+    def remove(self, worker: RunningWorker) -> None:
+        with self._lock:
+            self._workers.pop(worker.routing_id, None)
+
+    def _run(self) -> None:
+        interval_s = self.settings.poll_interval_ms / 1000
+        while not self._stop.wait(interval_s):
+            try:
+                interval_s = self.sample()
+            except Exception:  # the watchdog must outlive any one bad reading
+                log.exception("watchdog round failed")
+                interval_s = self.settings.poll_interval_ms / 1000
+
+    def sample(self) -> float:
+        """One round; returns how long to wait before the next."""
+        with self._lock:
+            workers = list(self._workers.values())
+        parents = parent_map() if any(w.cgroup is None for w in workers) else None
+        nearest = 0.0
+        for worker in workers:
+            nearest = max(nearest, self._check(worker, parents))
+        self._guard(workers)
+        self.rounds += 1
+        fast = nearest >= self.settings.fast_poll_ratio
+        return (self.settings.fast_poll_interval_ms if fast else self.settings.poll_interval_ms) / 1000
+
+    def _check(self, worker: RunningWorker, parents: dict[int, int] | None) -> float:
+        """Enforce one worker's limits; returns its usage as a fraction of its ceiling."""
+        worker.last_pids = worker.tree_pids(parents)
+        worker.observe(rss_mb(worker.last_pids))
+        if worker.rss_mb >= worker.ceiling_mb or _kernel_oom(worker):
+            if worker.kill_reason is None:
+                log.warning(
+                    "task %s pid %d: %.0f MB at ceiling %.0f MB, killing",
+                    worker.task_id,
+                    worker.pid,
+                    worker.rss_mb,
+                    worker.ceiling_mb,
+                )
+            worker.kill(Reason.MEMORY_CEILING)
+        self._enforce_time(worker)
+        return worker.rss_mb / worker.ceiling_mb
+
+    def _enforce_time(self, worker: RunningWorker) -> None:
+        now = time.monotonic()
+        if worker.term_sent_mono is not None:
+            if now - worker.term_sent_mono >= self.settings.term_grace_s:
+                worker.sigkill_sent = True
+                signal_tree(worker, signal.SIGKILL)
+        elif worker.age_s >= worker.timeout_s and worker.outcome is None:
+            log.warning("task %s pid %d: timed out after %.1f s", worker.task_id, worker.pid, worker.age_s)
+            worker.terminate(Reason.TIMEOUT)
+        elif not worker.ready and worker.age_s >= self.settings.worker_start_timeout_s:
+            log.error("task %s pid %d: worker never became ready", worker.task_id, worker.pid)
+            worker.kill(Reason.CRASHED)
+
+    def _guard(self, workers: list[RunningWorker]) -> None:
+        usage_mb = self._usage_mb([pid for w in workers for pid in w.last_pids])
+        self.last_usage_mb = usage_mb
+        if usage_mb < self._high_water_mb():
+            return
+        if any(w.sigkill_sent for w in workers):
+            return  # a victim is already dying: give the kernel a moment to take its memory back
+        victim = choose_victim(workers)
+        if victim is not None:
+            log.warning(
+                "container at %.0f MB (high water %.0f MB): killing task %s pid %d",
+                usage_mb,
+                self._high_water_mb(),
+                victim.task_id,
+                victim.pid,
+            )
+            victim.kill(Reason.CONTAINER_PRESSURE)
+
+
+def choose_victim(workers: list[RunningWorker]) -> RunningWorker | None:
+    """The worker furthest over its estimate, then the youngest (it has lost the least work)."""
+    if not workers:
+        return None
+    return max(workers, key=lambda w: (w.rss_mb - w.reserved_mb, -w.age_s))
+
+
+def _kernel_oom(worker: RunningWorker) -> bool:
+    if worker.cgroup is None:
+        return False
+    try:
+        return worker.cgroup.oom_kills() > 0
+    except OSError:
+        return False

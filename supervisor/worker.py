@@ -1,0 +1,88 @@
+"""One running worker as the supervisor tracks it, and how its whole tree is signalled."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from supervisor.memory import Cgroup, descendants, parent_map
+from supervisor.states import Reason
+
+
+@dataclass
+class RunningWorker:
+    """Shared between the event loop and the watchdog thread; ``mark`` is the one contended write."""
+
+    task_id: str
+    kind: str
+    attempt: int
+    routing_id: bytes
+    ceiling_mb: float
+    reserved_mb: float
+    timeout_s: float
+    retriable: bool
+    max_attempts: int
+    process: Any
+    pid: int
+    started_mono: float = field(default_factory=time.monotonic)
+    cgroup: Cgroup | None = None
+    ready: bool = False
+    outcome: dict[str, Any] | None = None
+    rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0
+    kill_reason: Reason | None = None
+    term_sent_mono: float | None = None
+    sigkill_sent: bool = False
+    last_pids: list[int] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def age_s(self) -> float:
+        return time.monotonic() - self.started_mono
+
+    def observe(self, rss_mb: float) -> None:
+        self.rss_mb = rss_mb
+        self.peak_rss_mb = max(self.peak_rss_mb, rss_mb)
+
+    def mark(self, reason: Reason) -> bool:
+        """Record why the worker is being stopped, before any signal is sent; the first reason wins."""
+        with self._lock:
+            if self.kill_reason is not None:
+                return False
+            self.kill_reason = reason
+            return True
+
+    def kill(self, reason: Reason) -> None:
+        """Record ``reason`` and SIGKILL the whole tree."""
+        self.mark(reason)
+        self.sigkill_sent = True
+        signal_tree(self, signal.SIGKILL)
+
+    def terminate(self, reason: Reason) -> None:
+        """Record ``reason`` and SIGTERM the tree; the watchdog sends SIGKILL after the grace period."""
+        if self.mark(reason):
+            self.term_sent_mono = time.monotonic()
+            signal_tree(self, signal.SIGTERM)
+
+    def tree_pids(self, parents: dict[int, int] | None = None) -> list[int]:
+        if self.cgroup is not None:
+            try:
+                return self.cgroup.pids()
+            except OSError:
+                return []
+        return descendants(self.pid, parents if parents is not None else parent_map())
+
+
+def signal_tree(worker: RunningWorker, sig: int) -> None:
+    """Signal the worker's process group and every process of its tree, even those that left it."""
+    # ESRCH: the worker has not called setsid() yet (its tree walk below still reaches it), or is gone.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(worker.pid, sig)
+    for pid in worker.tree_pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)

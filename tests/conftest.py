@@ -1,0 +1,40 @@
+"""Fixtures: a real server per test, and the guarantee that none of its processes outlive the test."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Server, marked_pids
+
+ServerFactory = Callable[..., Server]
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start servers on demand; at teardown stop them and fail if any of their processes remain."""
+    servers: list[Server] = []
+
+    def make(env: dict[str, str] | None = None, data_dir: Path | None = None, **kw: object) -> Server:
+        server = Server(data_dir or tmp_path / "data", env=env, **kw)  # type: ignore[arg-type]
+        servers.append(server)
+        return server
+
+    yield make
+    leftovers: list[int] = []
+    for server in servers:
+        server.stop()
+        leftovers += server.leftovers()
+        for pid in marked_pids(server.marker):
+            os.kill(pid, signal.SIGKILL)
+        server.close()
+    assert not leftovers, f"processes left behind: {leftovers}"
+
+
+@pytest.fixture
+def server(make_server: ServerFactory) -> Server:
+    return make_server().start()

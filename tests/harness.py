@@ -1,0 +1,164 @@
+"""Run the real service as a subprocess and drive it over HTTP, as a client would.
+
+Every server started here carries a marker in its environment, inherited by its zygote, workers and
+their children, so a test can prove that no process of its run is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKER_VAR = "MEMVISOR_TEST_RUN"
+ADMIN_TOKEN = "test-admin-token"
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def until(check: Callable[[], T | None], timeout_s: float, what: str, every_s: float = 0.02) -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.1f} s waiting for {what}")
+        time.sleep(every_s)
+
+
+def marked_pids(marker: str) -> list[int]:
+    """Every live process whose environment carries ``marker``."""
+    needle = f"{MARKER_VAR}={marker}".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{entry.name}/environ").read_bytes()
+            state = Path(f"/proc/{entry.name}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and state != b"Z":
+            found.append(int(entry.name))
+    return found
+
+
+class Server:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, wrap: list[str] | None = None):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.marker = uuid.uuid4().hex
+        self.env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "DATA_DIR": str(data_dir),
+            "ENABLE_DIAGNOSTIC_TASKS": "true",
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            "LOG_LEVEL": "info",
+            MARKER_VAR: self.marker,
+            **(env or {}),
+        }
+        self.wrap = wrap or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / f"server-{self.port}.log"
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+        self.admin = httpx.Client(
+            base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+
+    def start(self, ready_timeout_s: float = 30) -> Server:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        cmd = [*self.wrap, sys.executable, "-m", "api"]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        until(self._healthy, ready_timeout_s, "the server to answer /healthz")
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            return self.client.get("/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-8000:]
+
+    def submit(self, kind: str, payload: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+        response = self.client.post("/v1/tasks", json={"kind": kind, "payload": payload or {}, **fields})
+        assert response.status_code == 202, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.client.get(f"/v1/tasks/{task_id}").json()
+        return body
+
+    def wait(self, task_id: str, timeout_s: float = 60) -> dict[str, Any]:
+        """Long-poll until the task is final; fail if it is not within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            body = self.client.get(f"/v1/tasks/{task_id}", params={"wait_s": max(0.1, min(left, 30))}).json()
+            if body["state"] not in ("queued", "running"):
+                return dict(body)
+            if left <= 0:
+                raise AssertionError(f"task {task_id} still {body['state']} after {timeout_s} s")
+
+    def memory(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.admin.get("/admin/memory").json()
+        return body
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout_s: float = 40) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"server did not stop within {timeout_s} s:\n{self.log()}") from None
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def leftovers(self, timeout_s: float = 10) -> list[int]:
+        """Processes of this server still alive once ``timeout_s`` has passed (empty is good)."""
+        try:
+            until(lambda: not marked_pids(self.marker), timeout_s, "processes to exit")
+        except AssertionError:
+            return marked_pids(self.marker)
+        return []
+
+    def close(self) -> None:
+        self.client.close()
+        self.admin.close()

@@ -1,0 +1,145 @@
+"""Pieces of the supervisor on their own: verdicts, the state machine, the store, admission, protocol."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from supervisor.admission import Admission
+from supervisor.config import SupervisorSettings
+from supervisor.container import ContainerProbe
+from supervisor.memory import descendants, parent_map
+from supervisor.states import FINAL, Reason, State, is_legal
+from supervisor.store import Store, TaskRow
+from supervisor.verdict import Ending, judge, should_retry
+from workers import protocol
+from workers.errors import ProtocolError
+from workers.registry import KindSpec
+
+
+def test_an_answer_wins_over_how_the_worker_died() -> None:
+    verdict = judge(Ending(-9, {"result": {"x": 1}}, Reason.MEMORY_CEILING, task_oom=True))
+    assert (verdict.state, verdict.result) == (State.SUCCEEDED, {"x": 1})
+
+
+@pytest.mark.parametrize(
+    ("ending", "expected"),
+    [
+        (Ending(-9, kill_reason=Reason.MEMORY_CEILING), (State.KILLED, Reason.MEMORY_CEILING)),
+        (Ending(-15, kill_reason=Reason.TIMEOUT), (State.TIMED_OUT, Reason.TIMEOUT)),
+        (Ending(-15, kill_reason=Reason.CANCELLED), (State.CANCELLED, Reason.CANCELLED)),
+        (Ending(-9, task_oom=True, pool_oom=True), (State.KILLED, Reason.MEMORY_CEILING)),
+        (Ending(-9, pool_oom=True), (State.KILLED, Reason.CONTAINER_PRESSURE)),
+        (Ending(-11), (State.FAILED, Reason.CRASHED)),
+        (Ending(3), (State.FAILED, Reason.CRASHED)),
+        (Ending(255, zygote_lost=True), (State.FAILED, Reason.INTERRUPTED)),
+    ],
+)
+def test_verdicts(ending: Ending, expected: tuple[State, Reason]) -> None:
+    verdict = judge(ending)
+    assert (verdict.state, verdict.reason) == expected
+
+
+def test_non_object_results_are_failures() -> None:
+    assert judge(Ending(0, {"result": [1, 2]})).state == State.FAILED
+    error = {"error": {"type": "ValueError", "message": "m"}}
+    assert judge(Ending(0, error)).error_type == "ValueError"
+
+
+def test_retry_policy() -> None:
+    pressure = judge(Ending(-9, kill_reason=Reason.CONTAINER_PRESSURE))
+    ceiling = judge(Ending(-9, kill_reason=Reason.MEMORY_CEILING))
+    assert should_retry(pressure, retriable=True, attempts=1, max_attempts=3)
+    assert not should_retry(pressure, retriable=True, attempts=3, max_attempts=3)
+    assert not should_retry(pressure, retriable=False, attempts=1, max_attempts=3)
+    assert not should_retry(ceiling, retriable=True, attempts=1, max_attempts=3)
+
+
+def test_final_states_have_no_way_out() -> None:
+    for state in FINAL:
+        assert not any(is_legal(state, other) for other in State)
+    assert is_legal(State.RUNNING, State.QUEUED) and not is_legal(State.QUEUED, State.SUCCEEDED)
+
+
+def _store(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+
+
+def _row() -> TaskRow:
+    return TaskRow(kind="k", payload={"a": 1}, timeout_s=1, ceiling_mb=10, estimate_mb=5)
+
+
+def test_store_transitions_are_compare_and_set(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    row = store.insert(_row())
+    assert store.transition(row.id, State.RUNNING, src=State.QUEUED)
+    assert not store.transition(row.id, State.RUNNING, src=State.QUEUED)
+    assert store.transition(row.id, State.SUCCEEDED, result={"ok": True})
+    assert not store.transition(row.id, State.CANCELLED)
+    final = store.get(row.id)
+    assert final is not None and final.state == State.SUCCEEDED and final.result == {"ok": True}
+    with pytest.raises(ValueError, match="illegal"):
+        store.transition(row.id, State.SUCCEEDED, src=State.QUEUED)
+
+
+def test_store_keeps_recent_peaks(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    for peak in range(1, 8):
+        store.record_peak("k", float(peak), keep=3)
+    assert store.peaks() == {"k": [5.0, 6.0, 7.0]}
+
+
+def _spec(estimate_mb: float = 100, ceiling_mb: float = 300) -> KindSpec:
+    return KindSpec("k", lambda p, c: {}, object, estimate_mb, ceiling_mb, 1, False, None, "m", "")  # type: ignore[arg-type]
+
+
+def test_estimates_learn_from_peaks() -> None:
+    settings = SupervisorSettings(estimate_min_samples=3, estimate_headroom=1.1)
+    admission = Admission(settings, ContainerProbe(512), lambda: 100.0, {})
+    spec = _spec()
+    assert admission.estimate_mb(spec) == 100
+    admission.learn("k", [50.0])
+    assert admission.estimate_mb(spec) == 100, "one small peak must not lower the declaration"
+    admission.learn("k", [50.0, 60.0, 40.0])
+    assert admission.estimate_mb(spec) == pytest.approx(66.0)
+    admission.learn("k", [500.0])
+    assert admission.estimate_mb(spec) == 300, "an estimate never exceeds the ceiling"
+    assert admission.need_mb(spec, ceiling_mb=120) == 120
+
+
+def test_budget_leaves_room_for_the_api_and_the_margin() -> None:
+    settings = SupervisorSettings(safety_margin_mb=40)
+    budget = Admission(settings, ContainerProbe(512), lambda: 100.0, {}).budget()
+    assert budget.limit_mb <= 512
+    assert budget.budget_mb == pytest.approx(budget.limit_mb - 140)
+
+
+def test_protocol_rejects_anything_but_its_own_maps() -> None:
+    frame = protocol.encode(protocol.RESULT, result={"x": 1})
+    assert protocol.decode(frame, protocol.WORKER_TYPES)["result"] == {"x": 1}
+    hostile = [
+        pickle.dumps({"type": "result"}),
+        b"\xff\x00garbage",
+        msgpack.packb([1, 2, 3]),
+        msgpack.packb({"type": "task"}),
+        b"",
+    ]
+    for bad in hostile:
+        with pytest.raises(ProtocolError):
+            protocol.decode(bad, protocol.WORKER_TYPES)
+    with pytest.raises(ProtocolError, match="exceeds"):
+        protocol.decode(b"\x00" * (protocol.MAX_FRAME_BYTES + 1), protocol.WORKER_TYPES)
+
+
+def test_descendants_walks_the_whole_tree() -> None:
+    parents = {2: 1, 3: 2, 4: 3, 5: 1, 6: 99}
+    assert sorted(descendants(2, parents)) == [2, 3, 4]
+    assert parent_map()[__import__("os").getpid()] > 0
+
+
+def test_settings_refuse_several_uvicorn_workers() -> None:
+    with pytest.raises(ValueError, match="WEB_CONCURRENCY=2"):
+        SupervisorSettings(web_concurrency=2)

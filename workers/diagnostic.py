@@ -1,0 +1,104 @@
+"""Diagnostic kinds for tests and benchmarks; registered only when ENABLE_DIAGNOSTIC_TASKS=true."""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import sys
+import time
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from workers.registry import TaskContext, task_kind
+
+MB = 1024 * 1024
+BURST_CHUNK_MB = 16
+
+
+class SleepInput(BaseModel):
+    seconds: float = Field(default=0.0, ge=0, le=3600)
+
+
+class AllocInput(BaseModel):
+    mb: int = Field(ge=1, le=65536)
+    rate_mb_s: float = Field(default=0.0, ge=0, description="0 allocates as fast as possible")
+    hold_s: float = Field(default=0.0, ge=0, le=3600)
+
+
+class RaiseInput(BaseModel):
+    message: str = Field(default="diagnostic failure", max_length=1000)
+
+
+class CrashInput(BaseModel):
+    pass
+
+
+class SpawnInput(BaseModel):
+    children: int = Field(ge=1, le=16)
+    mb_each: int = Field(ge=0, le=65536)
+    hold_s: float = Field(default=1.0, ge=0, le=3600)
+
+
+@task_kind(
+    "diag.sleep", input_model=SleepInput, estimate_mb=40, ceiling_mb=128, timeout_s=3600, retriable=True
+)
+def sleep(payload: SleepInput, ctx: TaskContext) -> dict[str, Any]:
+    """Sleep for a while; zero seconds makes a no-op task for dispatch measurements."""
+    if payload.seconds:
+        time.sleep(payload.seconds)
+    return {"slept_s": payload.seconds}
+
+
+@task_kind("diag.alloc", input_model=AllocInput, estimate_mb=64, ceiling_mb=256, timeout_s=3600)
+def alloc(payload: AllocInput, ctx: TaskContext) -> dict[str, Any]:
+    """Allocate and touch ``mb`` MB at ``rate_mb_s``, then hold it for ``hold_s``."""
+    held = _allocate(payload.mb, payload.rate_mb_s, ctx)
+    time.sleep(payload.hold_s)
+    return {"allocated_mb": sum(len(chunk) for chunk in held) // MB}
+
+
+@task_kind("diag.raise", input_model=RaiseInput, estimate_mb=40, ceiling_mb=128, timeout_s=60)
+def fail(payload: RaiseInput, ctx: TaskContext) -> dict[str, Any]:
+    """Raise an exception with the given message."""
+    raise RuntimeError(payload.message)
+
+
+@task_kind("diag.crash", input_model=CrashInput, estimate_mb=40, ceiling_mb=128, timeout_s=60)
+def crash(payload: CrashInput, ctx: TaskContext) -> dict[str, Any]:
+    """Die of a segmentation fault."""
+    ctypes.string_at(0)
+    return {}
+
+
+@task_kind("diag.spawn", input_model=SpawnInput, estimate_mb=64, ceiling_mb=256, timeout_s=3600)
+def spawn(payload: SpawnInput, ctx: TaskContext) -> dict[str, Any]:
+    """Start grandchildren that each allocate ``mb_each`` MB and hold it; wait for them."""
+    code = _CHILD_CODE.format(mb=payload.mb_each, hold_s=payload.hold_s)
+    children = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(payload.children)]
+    codes = [child.wait() for child in children]
+    return {"children": len(children), "exit_codes": codes}
+
+
+def _allocate(mb: int, rate_mb_s: float, ctx: TaskContext) -> list[bytearray]:
+    """Touch every page (bytearray fills with the byte) so that the memory is really resident."""
+    chunk_mb = 1 if rate_mb_s else BURST_CHUNK_MB
+    held: list[bytearray] = []
+    start = time.monotonic()
+    while len(held) * chunk_mb < mb:
+        held.append(bytearray(b"\x01") * (min(chunk_mb, mb - len(held) * chunk_mb) * MB))
+        if rate_mb_s:
+            ahead_s = len(held) * chunk_mb / rate_mb_s - (time.monotonic() - start)
+            if ahead_s > 0:
+                time.sleep(ahead_s)
+    ctx.progress("allocated", mb=mb)
+    return held
+
+
+# Grandchildren ask to die with their parent so that a killed worker never leaves them running.
+_CHILD_CODE = """
+import ctypes, signal, time
+ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+block = bytearray(b"\\x01") * ({mb} * 1024 * 1024)
+time.sleep({hold_s})
+"""

@@ -1,0 +1,45 @@
+"""The project's one exception tree. Its root lives here, at the bottom of the dependency graph,
+because workers, supervisor and api all raise or catch these."""
+
+from __future__ import annotations
+
+
+class MemvisorError(Exception):
+    """Root of every error memvisor raises on purpose."""
+
+
+class ConfigError(MemvisorError):
+    """A setting is invalid; raised at startup, before anything runs."""
+
+
+class WorkerError(MemvisorError):
+    """Raised on the worker side of the protocol."""
+
+
+class UnknownKindError(WorkerError, KeyError):
+    """No kind of that name is registered."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(name)
+        self.name = name
+        self.known = known
+
+    def __str__(self) -> str:
+        return f"unknown kind {self.name!r}; known kinds: {', '.join(self.known) or 'none'}"
+
+
+class TaskInputError(WorkerError, ValueError):
+    """The task's input cannot be processed (corrupt file, too many pixels, ...): a clear, final error."""
+
+
+class ProtocolError(WorkerError):
+    """A frame on the broker socket is not a valid protocol message."""
+
+
+class KindDisabledError(MemvisorError):
+    """The kind exists but a setting switches it off."""
+
+    def __init__(self, name: str, switch: str) -> None:
+        super().__init__(f"kind {name!r} is disabled by {switch}=true")
+        self.name = name
+        self.switch = switch

@@ -1,0 +1,112 @@
+"""The task-kind registry: what a kind is, and the decorator that declares one.
+
+Kind modules are imported by the API process (to validate payloads against the input model) and by
+workers (to run the function). They must therefore import their heavy libraries inside the function,
+never at module level: the API process stays small.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from workers.errors import UnknownKindError
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TaskContext:
+    """What a running task may use besides its payload."""
+
+    task_id: str
+    data_dir: Path
+    spool_dir: Path
+    send_progress: ProgressFn = field(repr=False)
+
+    def progress(self, message: str, **fields: Any) -> None:
+        """Stream a progress event (a short message plus JSON-able fields) to the supervisor."""
+        self.send_progress({"message": message, **fields})
+
+
+TaskFn = Callable[[Any, TaskContext], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """A registered task kind. Memory figures are in MB, times in seconds."""
+
+    name: str
+    fn: TaskFn
+    input_model: type[BaseModel]
+    estimate_mb: float
+    ceiling_mb: float
+    timeout_s: float
+    retriable: bool
+    switch: str | None
+    module: str
+    description: str
+
+
+_KINDS: dict[str, KindSpec] = {}
+
+
+def task_kind(
+    name: str,
+    *,
+    input_model: type[BaseModel],
+    estimate_mb: float,
+    ceiling_mb: float,
+    timeout_s: float = 60.0,
+    retriable: bool = False,
+    switch: str | None = None,
+) -> Callable[[TaskFn], TaskFn]:
+    """Declare a task kind.
+
+    ``estimate_mb`` is the expected peak of the worker's whole process tree (the admission controller
+    starts from it and then learns from observed peaks); ``ceiling_mb`` is where the worker is killed.
+    ``switch`` names the setting that disables the kind (e.g. ``DISABLE_OCR``).
+    """
+    if not 0 < estimate_mb <= ceiling_mb:
+        raise ValueError(f"kind {name}: need 0 < estimate_mb <= ceiling_mb")
+    if timeout_s <= 0:
+        raise ValueError(f"kind {name}: timeout_s must be positive")
+
+    def register(fn: TaskFn) -> TaskFn:
+        _KINDS[name] = KindSpec(
+            name=name,
+            fn=fn,
+            input_model=input_model,
+            estimate_mb=float(estimate_mb),
+            ceiling_mb=float(ceiling_mb),
+            timeout_s=float(timeout_s),
+            retriable=retriable,
+            switch=switch,
+            module=fn.__module__,
+            description=(fn.__doc__ or "").strip().split("\n")[0],
+        )
+        return fn
+
+    return register
+
+
+def load_modules(modules: Iterable[str]) -> None:
+    """Import kind modules so that their decorators register them."""
+    for module in modules:
+        importlib.import_module(module)
+
+
+def get_kind(name: str) -> KindSpec:
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise UnknownKindError(name, sorted(_KINDS)) from None
+
+
+def all_kinds() -> dict[str, KindSpec]:
+    return dict(_KINDS)

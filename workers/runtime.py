@@ -1,0 +1,141 @@
+"""The life of one worker process: join a new session, take one task over ZeroMQ, run it, exit.
+
+This runs in a process forked by the zygote. It owns no policy: the supervisor decides when it is
+killed, and a worker never kills anything itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import logging
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from workers import protocol
+from workers.registry import TaskContext, get_kind
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_NO_TASK = 3  # the supervisor never sent the task
+EXIT_NO_ACK = 4  # the result may not have reached the supervisor
+
+PR_SET_PDEATHSIG = 1
+TASK_WAIT_MS = 15_000
+ACK_WAIT_MS = 10_000
+
+
+def worker_main(task_id: str, attempt: int, endpoint: str, threads: int) -> None:
+    """Entry point, called by the zygote's fork. Never returns."""
+    os.setsid()  # own process group: the supervisor kills the whole tree with one killpg
+    _release_zygote_fds()
+    _die_with_parent()
+    _limit_threads(threads)
+    code = EXIT_NO_TASK
+    try:
+        code = _serve(task_id, attempt, endpoint)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # skip heavy libraries' atexit hooks: the process is done
+
+
+def _serve(task_id: str, attempt: int, endpoint: str) -> int:
+    ctx = zmq.Context(io_threads=1)
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTING_ID, protocol.routing_id(task_id, attempt))
+    sock.connect(endpoint)
+    try:
+        sock.send(protocol.encode(protocol.READY, pid=os.getpid()))
+        task = _receive(sock, protocol.TASK, TASK_WAIT_MS)
+        if task is None:
+            log.error("task %s pid %d: no task received", task_id, os.getpid())
+            return EXIT_NO_TASK
+        sock.send(_run(task, sock))
+        return EXIT_OK if _receive(sock, protocol.ACK, ACK_WAIT_MS) else EXIT_NO_ACK
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+def _receive(sock: zmq.Socket[bytes], msg_type: str, timeout_ms: int) -> dict[str, Any] | None:
+    if not sock.poll(timeout_ms, zmq.POLLIN):
+        return None
+    msg = protocol.decode(sock.recv(), protocol.SUPERVISOR_TYPES)
+    return msg if msg["type"] == msg_type else None
+
+
+def _run(task: dict[str, Any], sock: zmq.Socket[bytes]) -> bytes:
+    """Run the task and encode its outcome; every exception becomes an error message."""
+    try:
+        importlib.import_module(task["module"])
+        spec = get_kind(task["kind"])
+        payload = spec.input_model.model_validate(task["payload"])
+        context = TaskContext(
+            task_id=task["task_id"],
+            data_dir=Path(task["data_dir"]),
+            spool_dir=Path(task["spool_dir"]),
+            send_progress=lambda data: _send_progress(sock, data),
+        )
+        result = spec.fn(payload, context)
+        return protocol.encode(protocol.RESULT, result=result)
+    except Exception as exc:  # the task's failure is data for the supervisor, not a worker crash
+        log.info("task %s pid %d failed: %s", task.get("task_id"), os.getpid(), exc)
+        if not _is_input_error(exc):
+            traceback.print_exc()
+        error = {"type": type(exc).__name__, "message": str(exc)[:4000]}
+        return protocol.encode(protocol.ERROR, error=error)
+
+
+def _send_progress(sock: zmq.Socket[bytes], data: dict[str, Any]) -> None:
+    with contextlib.suppress(zmq.Again):  # progress is advisory: never block the task on a slow reader
+        sock.send(protocol.encode(protocol.PROGRESS, data=data), zmq.NOBLOCK)
+
+
+def _is_input_error(exc: Exception) -> bool:
+    from pydantic import ValidationError
+
+    from workers.errors import TaskInputError
+
+    return isinstance(exc, (TaskInputError, ValidationError))
+
+
+def _release_zygote_fds() -> None:
+    """Close the forkserver's "alive" pipe and the resource tracker's pipe, inherited at fork.
+
+    The zygote exits when every holder of the alive pipe's write end is gone; were workers to keep
+    it, a killed API would leave its zygote (and so, through it, the workers) running.
+    """
+    from multiprocess import forkserver, resource_tracker
+
+    server = forkserver._forkserver
+    tracker = resource_tracker._resource_tracker
+    for owner, attr in ((server, "_forkserver_alive_fd"), (tracker, "_fd")):
+        fd = getattr(owner, attr, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            setattr(owner, attr, None)
+
+
+def _die_with_parent() -> None:
+    """If the zygote dies, its workers die too instead of running on unsupervised."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:
+        os._exit(EXIT_NO_TASK)
+
+
+def _limit_threads(threads: int) -> None:
+    """Native libraries size their thread pools from these at import, so set them before any import."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "ORT_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
