@@ -33,7 +33,7 @@ class WorkerCgroups:
         self.pool = pool
 
     @classmethod
-    def create(cls) -> WorkerCgroups | None:
+    def open(cls) -> WorkerCgroups | None:
         """A pool under our own cgroup, or None (with the reason logged) where none can be made."""
         parent = own_cgroup()
         if parent is None or parent.version != 1:
@@ -50,22 +50,20 @@ class WorkerCgroups:
         return cls(Cgroup(1, path))
 
     def adopt(self, pid: int) -> None:
-        """Move the zygote into the pool, so that what a new worker touches before it is moved to its
-        own cgroup is charged to the workers' share, never to the API's."""
+        """Move the zygote into the pool: what it allocates serving forks is the workers' share."""
         (self.pool.path / "cgroup.procs").write_text(str(pid))
 
     def set_pool_limit(self, limit_mb: float) -> None:
         _write_limit(self.pool.path, limit_mb)
 
-    def add(self, name: str, pid: int, limit_mb: float) -> Cgroup | None:
-        """Create a task cgroup limited to ``limit_mb`` and move ``pid`` into it."""
+    def add(self, name: str, limit_mb: float) -> Cgroup | None:
+        """A task cgroup limited to ``limit_mb``; the worker joins it itself, first thing after fork."""
         path = self.pool.path / name
         try:
             path.mkdir(exist_ok=True)
             _write_limit(path, limit_mb)
-            (path / "cgroup.procs").write_text(str(pid))
         except OSError as exc:
-            log.warning("pid %d: no task cgroup (%s); watchdog only", pid, exc)
+            log.warning("no task cgroup %s (%s); watchdog only", name, exc)
             _rmdir(path)
             return None
         return Cgroup(1, path)

@@ -34,7 +34,7 @@ from supervisor.store import Store, TaskRow, as_utc, utcnow
 from supervisor.verdict import Ending, Verdict, exit_fields, judge, should_retry
 from supervisor.watchdog import Watchdog
 from supervisor.worker import RunningWorker
-from supervisor.zygote import Zygote
+from supervisor.zygote import Exit, Zygote
 from workers import protocol
 from workers.catalog import Catalog
 
@@ -79,10 +79,9 @@ class Supervisor:
     async def start(self) -> None:
         self.settings.spool_dir().mkdir(parents=True, exist_ok=True)
         if self.settings.worker_cgroups:
-            self.cgroups = WorkerCgroups.create()
-        self.zygote.start()
-        self._adopt_zygote()
+            self.cgroups = WorkerCgroups.open()
         self.broker.start()
+        await self._start_zygote()
         self._recover()
         self._update_pool_limit()
         self.watchdog.start()
@@ -115,7 +114,7 @@ class Supervisor:
             loop_task.cancel()
         self.watchdog.stop()
         await self.broker.close()
-        self.zygote.stop()
+        await self.zygote.stop()
         if self.cgroups is not None:
             self.cgroups.close()
         self.store.close()
@@ -242,7 +241,7 @@ class Supervisor:
             await self._wake.wait()
             self._wake.clear()
             try:
-                self._dispatch_ready()
+                await self._dispatch_ready()
             except Exception:  # e.g. the database went away: try again on the next wake-up
                 log.exception("dispatch failed")
 
@@ -251,13 +250,12 @@ class Supervisor:
         while True:
             await asyncio.sleep(TICK_S)
             if not self.zygote.alive() and not self.draining:
-                log.error("zygote died; starting a new one")
-                self.zygote.start()
-                self._adopt_zygote()
+                log.error("the zygote died; starting a new one")
+                await self._start_zygote()
             self._update_pool_limit()
             self._wake.set()
 
-    def _dispatch_ready(self) -> None:
+    async def _dispatch_ready(self) -> None:
         while self._queue and not self.draining:
             if len(self._running) >= self.settings.max_concurrency:
                 return
@@ -272,7 +270,7 @@ class Supervisor:
             if self._committed_mb() + need_mb > budget_mb:
                 return  # first in, first out: the head waits for memory, and so does everyone behind
             self._queue.popleft()
-            self._launch(row, need_mb, min(row.ceiling_mb, budget_mb))
+            await self._launch(row, need_mb, min(row.ceiling_mb, budget_mb))
 
     def _refuse(self, row: TaskRow, need_mb: float, budget_mb: float) -> None:
         """A queued task that no longer fits even an empty container (or whose kind is gone)."""
@@ -292,35 +290,21 @@ class Supervisor:
             )
         self._persist_final(row.id, verdict, {}, src=State.QUEUED)
 
-    def _launch(self, row: TaskRow, need_mb: float, ceiling_mb: float) -> None:
+    async def _launch(self, row: TaskRow, need_mb: float, ceiling_mb: float) -> None:
         attempt = row.attempts + 1
         started_at = utcnow()
-        wait_s = (started_at - (as_utc(row.created_at) or started_at)).total_seconds()
         if not self.store.transition(
             row.id,
             State.RUNNING,
             src=State.QUEUED,
             started_at=started_at,
             attempts=attempt,
-            queue_wait_s=wait_s,
+            queue_wait_s=(started_at - (as_utc(row.created_at) or started_at)).total_seconds(),
             ceiling_mb=ceiling_mb,
             estimate_mb=need_mb,
             reason=None,
         ):
             return  # cancelled meanwhile
-        try:
-            process = self.zygote.fork_worker(
-                row.id, attempt, self.broker.endpoint, self.settings.worker_threads
-            )
-        except Exception as exc:
-            log.exception("task %s: could not start a worker", row.id)
-            verdict = Verdict(
-                State.FAILED, Reason.CRASHED, error_type="WorkerStartFailed", error_message=str(exc)
-            )
-            retry = should_retry(verdict, row.retriable, attempt, row.max_attempts)
-            self._end(row.id, verdict, retry, {"run_s": 0.0})
-            return
-        self._adopt_zygote()  # a no-op unless the fork had to restart a dead zygote
         worker = RunningWorker(
             task_id=row.id,
             kind=row.kind,
@@ -331,10 +315,22 @@ class Supervisor:
             timeout_s=row.timeout_s,
             retriable=row.retriable,
             max_attempts=row.max_attempts,
-            process=process,
-            pid=process.pid,
         )
-        self._track(worker, row)
+        # Tracked before it exists, so that a cancel arriving during the fork finds it.
+        self._running[worker.routing_id] = worker
+        self._idle.clear()
+        try:
+            await self._fork(worker)
+        except Exception as exc:
+            log.exception("task %s: could not start a worker", row.id)
+            if worker.cgroup is not None and self.cgroups is not None:
+                self.cgroups.remove(worker.cgroup)
+            self._forget(worker)
+            verdict = Verdict(
+                State.FAILED, Reason.CRASHED, error_type="WorkerStartFailed", error_message=str(exc)
+            )
+            self._end(row.id, verdict, should_retry(verdict, row.retriable, attempt, row.max_attempts), {})
+            return
         log.info(
             "task %s pid %d: started %s (attempt %d, reserve %.0f MB, ceiling %.0f MB)",
             row.id,
@@ -345,16 +341,22 @@ class Supervisor:
             ceiling_mb,
         )
 
-    def _track(self, worker: RunningWorker, row: TaskRow) -> None:
+    async def _fork(self, worker: RunningWorker) -> None:
         if self.cgroups is not None:
             name = f"task-{worker.routing_id.decode().replace(':', '-')}"
-            worker.cgroup = self.cgroups.add(name, worker.pid, worker.ceiling_mb)
-        self._running[worker.routing_id] = worker
-        self._idle.clear()
+            worker.cgroup = self.cgroups.add(name, worker.ceiling_mb)
+        cgroup = str(worker.cgroup.path) if worker.cgroup else None
+        process = await self.zygote.fork(
+            worker.task_id, worker.attempt, self.broker.endpoint, self.settings.worker_threads, cgroup
+        )
+        worker.started(process.pid)  # signals a kill recorded during the fork
+        self._send_task(worker)  # its ready may have arrived before the zygote's reply
         self.watchdog.add(worker)
-        self.store.set_fields(row.id, worker_pid=worker.pid)
-        asyncio.get_running_loop().add_reader(worker.process.sentinel, self._on_exit, worker)
-        self._publish(row.id, State.RUNNING, pid=worker.pid, attempt=worker.attempt)
+        self.store.set_fields(worker.task_id, worker_pid=worker.pid)
+        self._publish(worker.task_id, State.RUNNING, pid=worker.pid, attempt=worker.attempt)
+        watcher = asyncio.create_task(self._finish(worker, process.exited))
+        self._finishing.add(watcher)
+        watcher.add_done_callback(self._finishing.discard)
 
     # ----- messages from workers -------------------------------------------------------------
 
@@ -375,10 +377,16 @@ class Supervisor:
             self._send(worker, protocol.encode(protocol.ACK))
 
     def _on_ready(self, worker: RunningWorker, msg: dict[str, Any]) -> None:
-        if msg.get("pid") != worker.pid or worker.ready:
-            log.warning(
-                "task %s: ready from pid %s, expected %d; ignored", worker.task_id, msg.get("pid"), worker.pid
-            )
+        pid = msg.get("pid")
+        if worker.ready or not isinstance(pid, int) or (worker.pid and pid != worker.pid):
+            log.warning("task %s: ready from pid %s, expected %d; ignored", worker.task_id, pid, worker.pid)
+            return
+        worker.ready_pid = pid
+        self._send_task(worker)
+
+    def _send_task(self, worker: RunningWorker) -> None:
+        """Once the worker said ready and the zygote confirmed its pid (in either order)."""
+        if worker.ready or not worker.pid or worker.ready_pid != worker.pid:
             return
         worker.ready = True
         row = self.get(worker.task_id)
@@ -402,15 +410,10 @@ class Supervisor:
 
     # ----- endings ---------------------------------------------------------------------------
 
-    def _on_exit(self, worker: RunningWorker) -> None:
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(worker.process.sentinel)
-        task = loop.create_task(self._finish(worker))
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
-
-    async def _finish(self, worker: RunningWorker) -> None:
-        exitcode = worker.process.exitcode
+    async def _finish(self, worker: RunningWorker, exited: asyncio.Future[Exit]) -> None:
+        end = await exited
+        exitcode = end.exitcode
+        worker.peak_rss_mb = max(worker.peak_rss_mb, end.maxrss_mb)
         self.watchdog.remove(worker)
         task_oom = await self._release_cgroup(worker)
         if task_oom:
@@ -421,7 +424,7 @@ class Supervisor:
             kill_reason=worker.kill_reason,
             task_oom=task_oom,
             pool_oom=exitcode == -signal.SIGKILL and self._new_pool_oom(),
-            zygote_lost=exitcode == 255 and not self.zygote.alive(),
+            zygote_lost=end.zygote_lost,
         )
         verdict = judge(ending)
         fields = {
@@ -444,6 +447,10 @@ class Supervisor:
             worker.peak_rss_mb,
             exitcode,
         )
+
+    async def _start_zygote(self) -> None:
+        await self.zygote.start()
+        self._adopt_zygote()
 
     def _adopt_zygote(self) -> None:
         """Put the zygote in the workers' pool; again after it was restarted under a new pid."""
@@ -481,7 +488,6 @@ class Supervisor:
 
     def _forget(self, worker: RunningWorker) -> None:
         self._running.pop(worker.routing_id, None)
-        worker.process.close()
         if not self._running:
             self._idle.set()
         self._wake.set()

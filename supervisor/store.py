@@ -149,6 +149,15 @@ class Store:
         query = query.order_by(col(TaskRow.created_at).desc()).offset(offset).limit(limit)
         return self._guard(lambda: self._session_do(lambda s: s.exec(query).all()))
 
+    def recent_finished(self, states: Sequence[State], limit: int) -> Sequence[TaskRow]:
+        query = (
+            select(TaskRow)
+            .where(col(TaskRow.state).in_(states))
+            .order_by(col(TaskRow.finished_at).desc())
+            .limit(limit)
+        )
+        return self._guard(lambda: self._session_do(lambda s: s.exec(query).all()))
+
     def peaks(self) -> dict[str, list[float]]:
         rows = self._guard(lambda: self._session_do(lambda s: s.exec(select(KindStatRow)).all()))
         return {row.kind: list(row.peaks_mb) for row in rows}

@@ -27,11 +27,11 @@ class RunningWorker:
     timeout_s: float
     retriable: bool
     max_attempts: int
-    process: Any
-    pid: int
+    pid: int = 0  # 0 until the zygote has forked it
     started_mono: float = field(default_factory=time.monotonic)
     cgroup: Cgroup | None = None
     ready: bool = False
+    ready_pid: int | None = None
     outcome: dict[str, Any] | None = None
     rss_mb: float = 0.0
     peak_rss_mb: float = 0.0
@@ -44,6 +44,13 @@ class RunningWorker:
     @property
     def age_s(self) -> float:
         return time.monotonic() - self.started_mono
+
+    def started(self, pid: int) -> None:
+        """The fork happened; deliver any kill that was recorded while it was under way."""
+        self.pid = pid
+        self.started_mono = time.monotonic()
+        if self.kill_reason is not None:
+            signal_tree(self, signal.SIGKILL)
 
     def observe(self, rss_mb: float) -> None:
         self.rss_mb = rss_mb
@@ -80,6 +87,8 @@ class RunningWorker:
 
 def signal_tree(worker: RunningWorker, sig: int) -> None:
     """Signal the worker's process group and every process of its tree, even those that left it."""
+    if worker.pid <= 0:
+        return  # not forked yet: ``started`` delivers the kill (and killpg(0) would hit us)
     # ESRCH: the worker has not called setsid() yet (its tree walk below still reaches it), or is gone.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(worker.pid, sig)

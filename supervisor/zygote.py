@@ -1,108 +1,167 @@
-"""The zygote: a multiprocess forkserver that forks every worker from a clean interpreter.
+"""The supervisor's handle on the zygote process (see workers/zygote.py for the other side).
 
-The API process has threads (ZeroMQ I/O, the watchdog, uvicorn helpers), so it must never fork
-itself. The forkserver is a fresh, single-threaded interpreter that imports the kind modules and the
-worker runtime once, freezes them for the collector, and forks a worker per task. Exit statuses come
-back through each worker's sentinel pipe; a killed zygote is restarted on the next start.
+The zygote is started with ``subprocess`` (fork+exec: safe from a threaded process), handed one end
+of a Unix socket pair, and driven with JSON lines. Fork replies and exit reports come back on the
+same stream, in order, so a worker's exit can never be seen before its birth.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
+import json
 import logging
 import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
 from typing import Any
 
-import multiprocess
-from multiprocess import spawn
-
-from supervisor.memory import rss_mb
-from workers.runtime import worker_main
+from supervisor.errors import SupervisorError
+from supervisor.memory import MB, rss_mb
 
 log = logging.getLogger(__name__)
 
-# The zygote imports nothing heavy; glibc's per-thread arenas would only fragment the workers' heaps.
+# glibc's per-thread arenas would only fragment the workers' heaps; bytecode caches are written once
+# at install time, not by every worker.
 CHILD_ENV = {"MALLOC_ARENA_MAX": "2", "PYTHONDONTWRITEBYTECODE": "1"}
+START_TIMEOUT_S = 60.0
+FORK_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
 
 
-def _preparation_without_main(name: str) -> dict[str, Any]:
-    """What a forked worker needs from us, minus our __main__.
-
-    By default each new process re-imports the parent's main script as ``__mp_main__``: under
-    ``pytest`` or a console-script ``uvicorn`` that would import the whole test runner or server
-    into every worker. Workers need only sys.path and the working directory.
-    """
-    data: dict[str, Any] = _original_preparation(name)
-    data.pop("init_main_from_name", None)
-    data.pop("init_main_from_path", None)
-    return data
+class ZygoteLostError(SupervisorError):
+    """The zygote died or could not be started."""
 
 
-_original_preparation = spawn.get_preparation_data
-spawn.get_preparation_data = _preparation_without_main
+@dataclass(frozen=True)
+class Exit:
+    exitcode: int | None  # -N for death by signal N; None if the zygote died first
+    maxrss_mb: float  # the kernel's high-water mark of the worker process itself
+    zygote_lost: bool = False
+
+
+@dataclass
+class WorkerProcess:
+    pid: int
+    exited: asyncio.Future[Exit] = field(repr=False)
 
 
 class Zygote:
     def __init__(self, preload: tuple[str, ...]) -> None:
-        self._ctx: Any = multiprocess.get_context("forkserver")
-        # Kind modules first; workers.zygote last, because it gc.freeze()s what came before.
-        self._ctx.set_forkserver_preload([*preload, "workers.zygote"])
-
-    def start(self) -> None:
-        """Start the zygote, or restart it if it died; cheap when it is running."""
-        for key, value in CHILD_ENV.items():
-            os.environ.setdefault(key, value)
-        from multiprocess import forkserver
-
-        forkserver.ensure_running()
-        log.info("zygote running, pid %s", self.pid)
+        self.preload = preload
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._seq = itertools.count()
+        self._pending: dict[int, asyncio.Future[WorkerProcess]] = {}
+        self._workers: dict[int, WorkerProcess] = {}
 
     @property
     def pid(self) -> int | None:
-        from multiprocess import forkserver
-
-        return forkserver._forkserver._forkserver_pid  # type: ignore[no-any-return]
-
-    def alive(self) -> bool:
-        pid = self.pid
-        return pid is not None and _alive(pid)
+        return self._proc.pid if self._proc is not None else None
 
     def pids(self) -> list[int]:
-        """The zygote and multiprocess's resource tracker: the processes it keeps besides workers."""
-        from multiprocess import resource_tracker
+        return [self._proc.pid] if self._proc is not None else []
 
-        tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
-        return [pid for pid in (self.pid, tracker) if pid]
+    def alive(self) -> bool:
+        return (
+            self._proc is not None
+            and self._proc.poll() is None
+            and self._reader_task is not None
+            and not self._reader_task.done()
+        )
 
     def rss_mb(self) -> float:
         return rss_mb(self.pids())
 
-    def fork_worker(self, task_id: str, attempt: int, endpoint: str, threads: int) -> Any:
-        """Start one worker; returns the started multiprocess.Process (pid, sentinel, exitcode)."""
-        process = self._ctx.Process(
-            target=worker_main,
-            args=(task_id, attempt, endpoint, threads),
-            name=f"memvisor-{task_id}",
-            daemon=False,
-        )
-        process.start()
-        return process
+    async def start(self) -> None:
+        """Start the zygote and wait until it has imported everything and says it is ready."""
+        await self.stop()
+        ours, theirs = socket.socketpair()
+        cmd = [sys.executable, "-m", "workers.zygote", "--fd", str(theirs.fileno())]
+        cmd += ["--preload", ",".join(self.preload)]
+        self._proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env={**os.environ, **CHILD_ENV})
+        theirs.close()
+        reader, self._writer = await asyncio.open_unix_connection(sock=ours)
+        try:
+            ready = json.loads(await asyncio.wait_for(reader.readline(), START_TIMEOUT_S) or b"{}")
+        except (TimeoutError, ValueError) as exc:
+            raise ZygoteLostError(f"zygote did not start: {exc!r}") from exc
+        if ready.get("op") != "ready":
+            raise ZygoteLostError(f"zygote did not start (exit code {self._proc.poll()})")
+        self._reader_task = asyncio.create_task(self._read(reader), name="zygote-reader")
+        log.info("zygote ready, pid %d", self._proc.pid)
 
-    def stop(self) -> None:
-        from multiprocess import forkserver
+    async def fork(
+        self, task_id: str, attempt: int, endpoint: str, threads: int, cgroup: str | None
+    ) -> WorkerProcess:
+        if not self.alive() or self._writer is None:
+            raise ZygoteLostError("the zygote is not running")
+        seq = next(self._seq)
+        future: asyncio.Future[WorkerProcess] = asyncio.get_running_loop().create_future()
+        self._pending[seq] = future
+        request = {
+            "op": "fork",
+            "seq": seq,
+            "task_id": task_id,
+            "attempt": attempt,
+            "endpoint": endpoint,
+            "threads": threads,
+            "cgroup": cgroup,
+        }
+        self._writer.write(json.dumps(request).encode() + b"\n")
+        try:
+            return await asyncio.wait_for(future, FORK_TIMEOUT_S)
+        finally:
+            self._pending.pop(seq, None)
 
-        server = forkserver._forkserver
-        pid = server._forkserver_pid
-        if pid is None:
-            return
-        server._stop()  # closes the alive pipe; the zygote exits and is reaped here
-        log.info("zygote %s stopped", pid)
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while line := await reader.readline():
+                self._dispatch(json.loads(line))
+        except (ConnectionError, ValueError) as exc:
+            log.error("zygote stream broken: %s", exc)
+        finally:
+            self._lose_everything()
 
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        if msg.get("op") == "forked":
+            process = WorkerProcess(msg["pid"], asyncio.get_running_loop().create_future())
+            self._workers[process.pid] = process
+            future = self._pending.get(msg["seq"])
+            if future is not None and not future.done():
+                future.set_result(process)
+        elif msg.get("op") == "exit":
+            gone = self._workers.pop(msg["pid"], None)
+            if gone is not None and not gone.exited.done():
+                gone.exited.set_result(Exit(msg["exitcode"], msg["maxrss_kb"] * 1024 / MB))
 
-def _alive(pid: int) -> bool:
-    """Without reaping: the forkserver module waits for its own server and must find it unreaped."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] not in (b"Z", b"X")
+    def _lose_everything(self) -> None:
+        """The zygote is gone: its workers died with it (PDEATHSIG) and will never be reported."""
+        for process in self._workers.values():
+            if not process.exited.done():
+                process.exited.set_result(Exit(None, 0.0, zygote_lost=True))
+        self._workers.clear()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ZygoteLostError("the zygote died during a fork"))
+
+    async def stop(self) -> None:
+        """Close the control socket (the zygote exits on EOF) and reap it."""
+        proc, self._proc = self._proc, None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._reader_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._reader_task, STOP_TIMEOUT_S)
+            self._reader_task = None
+        if proc is not None:
+            try:
+                await asyncio.to_thread(proc.wait, STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait)

@@ -36,7 +36,6 @@ ACK_WAIT_MS = 10_000
 def worker_main(task_id: str, attempt: int, endpoint: str, threads: int) -> None:
     """Entry point, called by the zygote's fork. Never returns."""
     os.setsid()  # own process group: the supervisor kills the whole tree with one killpg
-    _release_zygote_fds()
     _die_with_parent()
     _limit_threads(threads)
     code = EXIT_NO_TASK
@@ -107,24 +106,6 @@ def _is_input_error(exc: Exception) -> bool:
     from workers.errors import TaskInputError
 
     return isinstance(exc, (TaskInputError, ValidationError))
-
-
-def _release_zygote_fds() -> None:
-    """Close the forkserver's "alive" pipe and the resource tracker's pipe, inherited at fork.
-
-    The zygote exits when every holder of the alive pipe's write end is gone; were workers to keep
-    it, a killed API would leave its zygote (and so, through it, the workers) running.
-    """
-    from multiprocess import forkserver, resource_tracker
-
-    server = forkserver._forkserver
-    tracker = resource_tracker._resource_tracker
-    for owner, attr in ((server, "_forkserver_alive_fd"), (tracker, "_fd")):
-        fd = getattr(owner, attr, None)
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            setattr(owner, attr, None)
 
 
 def _die_with_parent() -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
 
 from api.auth import require_admin
 from api.deps import SupervisorDep
 from supervisor.core import Supervisor
+from supervisor.states import State
+from supervisor.store import as_utc
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -38,6 +42,25 @@ async def workers(supervisor: SupervisorDep) -> list[dict[str, object]]:
 async def kill_worker(pid: int, supervisor: SupervisorDep) -> dict[str, object]:
     worker = supervisor.kill_worker(pid)
     return {"killed": pid, "task_id": worker.task_id}
+
+
+@router.get("/kills", summary="Recent tasks killed or timed out, newest first, with reasons")
+async def kills(
+    supervisor: SupervisorDep, limit: Annotated[int, Query(ge=1, le=500)] = 20
+) -> list[dict[str, object]]:
+    rows = supervisor.store.recent_finished((State.KILLED, State.TIMED_OUT), limit)
+    return [
+        {
+            "task_id": row.id,
+            "kind": row.kind,
+            "state": row.state,
+            "reason": row.reason,
+            "peak_rss_mb": row.peak_rss_mb,
+            "ceiling_mb": row.ceiling_mb,
+            "finished_at": as_utc(row.finished_at),
+        }
+        for row in rows
+    ]
 
 
 @router.get("/memory", summary="Container limit and usage, budget, reservations, estimates")
