@@ -10,7 +10,8 @@ from fastapi import FastAPI
 
 from api import errors
 from api.config import ApiSettings
-from api.routes import admin, health, tasks
+from api.limits import BodyLimitMiddleware
+from api.routes import admin, health, kinds, tasks
 from supervisor.config import SupervisorSettings
 from supervisor.core import Supervisor
 from workers.catalog import load_catalog
@@ -43,11 +44,15 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.state.api_settings = api_settings or ApiSettings()
+    settings = api_settings or ApiSettings()
+    app.state.api_settings = settings
     app.state.catalog = catalog
     errors.install(app)
+    app.add_middleware(BodyLimitMiddleware, body_mb=settings.max_body_mb, upload_mb=settings.max_upload_mb)
     app.include_router(health.router)
     app.include_router(tasks.router)
-    if app.state.api_settings.admin_token:
+    app.include_router(kinds.build_router(catalog))
+    if settings.admin_token:
         app.include_router(admin.router)
+        app.include_router(admin.metrics_router)
     return app

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from api.uploads import UploadError
 from supervisor.errors import (
     AdmissionRefusedError,
     DrainingError,
@@ -71,6 +72,11 @@ async def _conflict(_: Request, exc: Exception) -> JSONResponse:
     return _body(409, str(exc))
 
 
+async def _upload(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UploadError)
+    return _body(exc.status, str(exc))
+
+
 async def _store(_: Request, exc: Exception) -> JSONResponse:
     return _body(503, str(exc), headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
 
@@ -87,6 +93,7 @@ def install(app: FastAPI) -> None:
         TaskNotFoundError: _not_found,
         NotCancellableError: _conflict,
         StoreUnavailableError: _store,
+        UploadError: _upload,
     }
     for exc_type, handler in handlers.items():
         app.add_exception_handler(exc_type, handler)

@@ -46,6 +46,7 @@ class Admission:
         self.probe = probe
         self._base_mb = base_mb
         self._peaks = peaks
+        self.ceiling_overrides: dict[str, float] = {}  # set at run time by an admin
 
     def budget(self) -> Budget:
         return Budget(
@@ -55,6 +56,9 @@ class Admission:
             margin_mb=self.settings.safety_margin_mb,
         )
 
+    def ceiling_mb(self, spec: KindSpec) -> float:
+        return self.ceiling_overrides.get(spec.name, spec.ceiling_mb)
+
     def estimate_mb(self, spec: KindSpec) -> float:
         peaks = self._peaks.get(spec.name, [])
         if not peaks:
@@ -63,7 +67,7 @@ class Admission:
             learned = max(peaks) * self.settings.estimate_headroom
             few = len(peaks) < self.settings.estimate_min_samples
             estimate = max(spec.estimate_mb, learned) if few else learned
-        return max(MIN_ESTIMATE_MB, min(estimate, spec.ceiling_mb))
+        return max(MIN_ESTIMATE_MB, min(estimate, self.ceiling_mb(spec)))
 
     def need_mb(self, spec: KindSpec, ceiling_mb: float) -> float:
         """What a task reserves: it is killed at its ceiling, so it never needs more than that."""

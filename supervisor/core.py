@@ -10,9 +10,12 @@ import os
 import shutil
 import signal
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import ValidationError
 
 from supervisor import admission as admission_mod
 from supervisor.broker import Broker
@@ -28,7 +31,7 @@ from supervisor.errors import (
     TaskNotFoundError,
 )
 from supervisor.events import EventHub
-from supervisor.memory import MB, pss_mb, rss_mb
+from supervisor.memory import MB, pss_mb
 from supervisor.states import FINAL, Reason, State
 from supervisor.store import Store, TaskRow, as_utc, utcnow
 from supervisor.verdict import Ending, Verdict, exit_fields, judge, should_retry
@@ -40,6 +43,18 @@ from workers.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
+RUNTIME_LIMITS = frozenset(
+    {
+        "poll_interval_ms",
+        "fast_poll_interval_ms",
+        "fast_poll_ratio",
+        "safety_margin_mb",
+        "container_high_water_pct",
+        "max_concurrency",
+        "max_queue",
+        "term_grace_s",
+    }
+)
 TICK_S = 0.5  # the budget, and the pool's hard limit, are re-read this often
 EXIT_DRAIN_S = 5.0
 
@@ -50,6 +65,7 @@ class Submission:
     payload: dict[str, Any]
     timeout_s: float | None = None
     ceiling_mb: float | None = None
+    task_id: str | None = None  # chosen by the caller when files were spooled under it first
 
 
 class Supervisor:
@@ -65,6 +81,7 @@ class Supervisor:
         self.events = EventHub()
         self.cgroups: WorkerCgroups | None = None
         self.draining = False
+        self._stopping = False
         self._queue: deque[TaskRow] = deque()
         self._running: dict[bytes, RunningWorker] = {}
         self._wake = asyncio.Event()
@@ -99,7 +116,7 @@ class Supervisor:
 
     async def stop(self) -> None:
         """Stop admitting; let running tasks finish until the drain deadline; interrupt the rest."""
-        self.draining = True
+        self.draining = self._stopping = True
         if self._running:
             log.info(
                 "draining %d running task(s), up to %.0f s", len(self._running), self.settings.drain_timeout_s
@@ -140,7 +157,7 @@ class Supervisor:
         payload = spec.input_model.model_validate(sub.payload).model_dump(mode="json")
         timeout_s = self._timeout(sub.timeout_s, spec.timeout_s)
         budget_mb = self.admission.budget().budget_mb
-        ceiling_mb = self._ceiling(sub.ceiling_mb, spec.ceiling_mb, budget_mb)
+        ceiling_mb = self._ceiling(sub.ceiling_mb, self.admission.ceiling_mb(spec), budget_mb)
         need_mb = self.admission.need_mb(spec, ceiling_mb)
         if need_mb > budget_mb:
             raise AdmissionRefusedError(spec.name, need_mb, budget_mb)
@@ -148,6 +165,7 @@ class Supervisor:
             raise QueueFullError(len(self._queue), retry_after_s=self._retry_after_s())
         row = self.store.insert(
             TaskRow(
+                id=sub.task_id or uuid.uuid4().hex,
                 kind=spec.name,
                 payload=payload,
                 timeout_s=timeout_s,
@@ -206,6 +224,39 @@ class Supervisor:
 
     def queue_depth(self) -> int:
         return len(self._queue)
+
+    def drain(self) -> None:
+        """Stop admitting and starting tasks; running ones finish, queued ones wait."""
+        self.draining = True
+
+    def resume(self) -> None:
+        if self._stopping:
+            raise DrainingError("the service is shutting down")
+        self.draining = False
+        self._wake.set()
+
+    def limits(self) -> dict[str, Any]:
+        values = self.settings.model_dump(include=set(RUNTIME_LIMITS))
+        return {**values, "kind_ceilings_mb": dict(self.admission.ceiling_overrides)}
+
+    def update_limits(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Validate every change against the settings' own rules, then apply all of them or none."""
+        ceilings = changes.pop("kind_ceilings_mb", None) or {}
+        unknown = sorted(set(changes) - RUNTIME_LIMITS) + sorted(set(ceilings) - set(self.catalog.kinds))
+        if unknown:
+            raise InvalidRequestError(f"not a runtime limit or kind: {', '.join(unknown)}")
+        if any(not isinstance(mb, int | float) or mb <= 0 for mb in ceilings.values()):
+            raise InvalidRequestError("kind ceilings must be positive numbers of MB")
+        try:
+            merged = SupervisorSettings.model_validate({**self.settings.model_dump(), **changes})
+        except ValidationError as exc:
+            reasons = "; ".join(str(error["msg"]) for error in exc.errors())
+            raise InvalidRequestError(f"limits refused: {reasons}") from None
+        for name in changes:
+            object.__setattr__(self.settings, name, getattr(merged, name))
+        self.admission.ceiling_overrides.update({k: float(v) for k, v in ceilings.items()})
+        self._wake.set()
+        return self.limits()
 
     def _cancel_queued(self, row: TaskRow) -> bool:
         verdict = Verdict(State.CANCELLED, Reason.CANCELLED)
@@ -559,12 +610,13 @@ class Supervisor:
         """What the container holds besides the workers.
 
         Inside a limiting cgroup that is read, not guessed: the container's working set minus the
-        workers' pool. Elsewhere it is the RSS of the API process and the zygote's helpers.
+        workers' pool. Elsewhere it is the PSS of the API process and the zygote: the libraries they
+        both map are counted once, as the kernel holds them once.
         """
         if self.cgroups is not None and self.probe.from_cgroup and self.probe.cgroup is not None:
             container_mb = self.probe.cgroup.working_set_bytes() / MB
             return max(0.0, container_mb - self.cgroups.pool.working_set_bytes() / MB)
-        return rss_mb([os.getpid(), *self.zygote.pids()])
+        return pss_mb([os.getpid(), *self.zygote.pids()])
 
     def _committed_mb(self) -> float:
         """What running workers hold: each its reservation, or its usage where that is larger."""

@@ -158,6 +158,25 @@ class Store:
         )
         return self._guard(lambda: self._session_do(lambda s: s.exec(query).all()))
 
+    def counts(self) -> list[tuple[str, str, str | None, int]]:
+        """(kind, state, reason, number of tasks) over every task the store holds."""
+        query = select(TaskRow.kind, TaskRow.state, TaskRow.reason, func.count()).group_by(
+            col(TaskRow.kind), col(TaskRow.state), col(TaskRow.reason)
+        )
+        rows = self._guard(lambda: self._session_do(lambda s: s.exec(query).all()))
+        return [(kind, state, reason, int(n)) for kind, state, reason, n in rows]
+
+    def durations(self, limit: int) -> list[tuple[float | None, float | None]]:
+        """(queue_wait_s, run_s) of the most recently finished tasks."""
+        query = (
+            select(TaskRow.queue_wait_s, TaskRow.run_s)
+            .where(col(TaskRow.finished_at).is_not(None))
+            .order_by(col(TaskRow.finished_at).desc())
+            .limit(limit)
+        )
+        rows = self._guard(lambda: self._session_do(lambda s: s.exec(query).all()))
+        return [(wait, run) for wait, run in rows]
+
     def peaks(self) -> dict[str, list[float]]:
         rows = self._guard(lambda: self._session_do(lambda s: s.exec(select(KindStatRow)).all()))
         return {row.kind: list(row.peaks_mb) for row in rows}

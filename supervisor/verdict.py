@@ -51,7 +51,7 @@ def should_retry(verdict: Verdict, retriable: bool, attempts: int, max_attempts:
 
 
 def exit_fields(exitcode: int | None) -> dict[str, int | None]:
-    """multiprocess reports death by signal N as exit code -N."""
+    """os.waitstatus_to_exitcode reports death by signal N as exit code -N."""
     if exitcode is None:
         return {"exit_code": None, "signal": None}
     if exitcode < 0:

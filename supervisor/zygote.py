@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from supervisor.errors import SupervisorError
-from supervisor.memory import MB, rss_mb
+from supervisor.memory import MB
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,6 @@ class Zygote:
             and self._reader_task is not None
             and not self._reader_task.done()
         )
-
-    def rss_mb(self) -> float:
-        return rss_mb(self.pids())
 
     async def start(self) -> None:
         """Start the zygote and wait until it has imported everything and says it is ready."""

@@ -14,13 +14,12 @@ from tests.harness import Server, marked_pids
 ServerFactory = Callable[..., Server]
 
 
-@pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
+def _servers(base: Path) -> Iterator[ServerFactory]:
     """Start servers on demand; at teardown stop them and fail if any of their processes remain."""
     servers: list[Server] = []
 
     def make(env: dict[str, str] | None = None, data_dir: Path | None = None, **kw: object) -> Server:
-        server = Server(data_dir or tmp_path / "data", env=env, **kw)  # type: ignore[arg-type]
+        server = Server(data_dir or base / f"data{len(servers)}", env=env, **kw)  # type: ignore[arg-type]
         servers.append(server)
         return server
 
@@ -33,6 +32,17 @@ def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
             os.kill(pid, signal.SIGKILL)
         server.close()
     assert not leftovers, f"processes left behind: {leftovers}"
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
+    yield from _servers(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def make_module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    """For a module whose tests can share one server: it starts once, and is checked at the end."""
+    yield from _servers(tmp_path_factory.mktemp("module"))
 
 
 @pytest.fixture

@@ -61,7 +61,13 @@ def marked_pids(marker: str) -> list[int]:
 
 
 class Server:
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, wrap: list[str] | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        wrap: list[str] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -80,7 +86,7 @@ class Server:
         self.wrap = wrap or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"server-{self.port}.log"
-        self.client = httpx.Client(base_url=self.url, timeout=30)
+        self.client = httpx.Client(base_url=self.url, timeout=30, headers=headers)
         self.admin = httpx.Client(
             base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
         )

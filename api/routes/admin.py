@@ -1,18 +1,39 @@
-"""Admin: live workers and the memory picture. Mounted only when ADMIN_TOKEN is set."""
+"""Admin: workers, memory, stats, limits, drain, metrics. Mounted only when ADMIN_TOKEN is set."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require_admin
 from api.deps import SupervisorDep
+from api.metrics import exposition
 from supervisor.core import Supervisor
 from supervisor.states import State
+from supervisor.stats import task_stats
 from supervisor.store import as_utc
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+metrics_router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+class LimitsPatch(BaseModel):
+    """Any subset; checked by the same rules as the settings, and applied all together or not at all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    poll_interval_ms: int | None = Field(default=None, ge=5, le=2000)
+    fast_poll_interval_ms: int | None = Field(default=None, ge=1, le=2000)
+    fast_poll_ratio: float | None = Field(default=None, gt=0, le=1)
+    safety_margin_mb: float | None = Field(default=None, ge=0)
+    container_high_water_pct: float | None = Field(default=None, ge=50, le=100)
+    max_concurrency: int | None = Field(default=None, ge=1, le=1024)
+    max_queue: int | None = Field(default=None, ge=1)
+    term_grace_s: float | None = Field(default=None, ge=0, le=60)
+    kind_ceilings_mb: dict[str, float] | None = Field(default=None, description="per-kind ceiling")
 
 
 def worker_view(supervisor: Supervisor) -> list[dict[str, object]]:
@@ -30,6 +51,7 @@ def worker_view(supervisor: Supervisor) -> list[dict[str, object]]:
             "kernel_backstop": w.cgroup is not None,
         }
         for w in supervisor.workers()
+        if w.pid
     ]
 
 
@@ -66,3 +88,40 @@ async def kills(
 @router.get("/memory", summary="Container limit and usage, budget, reservations, estimates")
 async def memory(supervisor: SupervisorDep) -> dict[str, object]:
     return supervisor.memory_report()
+
+
+@router.get("/stats", summary="Counts by kind and outcome, kills by reason, queue, wait and run times")
+async def stats(supervisor: SupervisorDep) -> dict[str, Any]:
+    return {
+        **task_stats(supervisor.store),
+        "queue_depth": supervisor.queue_depth(),
+        "running": len(supervisor.workers()),
+        "draining": supervisor.draining,
+    }
+
+
+@router.get("/limits", summary="The limits that can change at run time")
+async def get_limits(supervisor: SupervisorDep) -> dict[str, Any]:
+    return supervisor.limits()
+
+
+@router.patch("/limits", summary="Change limits at run time (until the next restart)")
+async def patch_limits(body: LimitsPatch, supervisor: SupervisorDep) -> dict[str, Any]:
+    return supervisor.update_limits(body.model_dump(exclude_none=True))
+
+
+@router.post("/drain", summary="Stop admitting and starting tasks; running tasks finish")
+async def drain(supervisor: SupervisorDep) -> dict[str, object]:
+    supervisor.drain()
+    return {"draining": True, "running": len(supervisor.workers()), "queued": supervisor.queue_depth()}
+
+
+@router.post("/resume", summary="Admit and start tasks again")
+async def resume(supervisor: SupervisorDep) -> dict[str, object]:
+    supervisor.resume()
+    return {"draining": False}
+
+
+@metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(supervisor: SupervisorDep) -> Response:
+    return Response(exposition(supervisor), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,26 +1,38 @@
-"""Tasks: submit, get (optionally waiting), list, cancel."""
+"""Tasks: submit (JSON or with files), get (optionally waiting), list, cancel, live events."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Depends, File, Form, Path, Query, UploadFile, status
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
 
+from api.auth import require_user
 from api.deps import ApiSettingsDep, SupervisorDep
 from api.schemas import TaskCreate, TaskList, TaskPublic
-from supervisor.core import Submission
-from supervisor.states import State
+from api.submit import answer, submit_with_files
+from supervisor.core import Submission, Supervisor
+from supervisor.errors import InvalidRequestError
+from supervisor.states import FINAL, State
 
-router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
-TaskId = Annotated[str, Path(max_length=64)]
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"], dependencies=[Depends(require_user)])
+TaskId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+WaitS = Annotated[float, Query(ge=0, le=3600, description="hold the request until the task is final")]
 
 REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Credentials required or invalid"},
     404: {"description": "No such task"},
     409: {"description": "The task is already final"},
+    413: {"description": "Body, upload or image too large"},
+    415: {"description": "Not a readable image"},
     422: {"description": "Unknown kind, invalid payload, or too big for the memory budget"},
     429: {"description": "The queue is full; see Retry-After"},
     503: {"description": "Kind disabled, service draining, or database unavailable"},
+    507: {"description": "No space left for uploads"},
 }
 
 
@@ -28,6 +40,29 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 async def submit(body: TaskCreate, supervisor: SupervisorDep) -> TaskPublic:
     row = supervisor.submit(Submission(body.kind, body.payload, body.timeout_s, body.ceiling_mb))
     return TaskPublic.of(row)
+
+
+@router.post(
+    "/upload",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=REFUSALS,
+    response_model=TaskPublic,
+    summary="Submit a task with files; a single file is passed to the kind as payload.file",
+)
+async def submit_files(
+    *,
+    supervisor: SupervisorDep,
+    settings: ApiSettingsDep,
+    kind: Annotated[str, Form(min_length=1, max_length=200)],
+    files: Annotated[list[UploadFile], File(description="saved in the task's spool directory")],
+    payload: Annotated[str, Form(max_length=1_000_000, description="the payload as JSON")] = "{}",
+    timeout_s: Annotated[float | None, Form(gt=0)] = None,
+    ceiling_mb: Annotated[float | None, Form(gt=0)] = None,
+    wait_s: WaitS = 0,
+) -> JSONResponse:
+    submission = Submission(kind, _json_object(payload), timeout_s, ceiling_mb)
+    row = await submit_with_files(supervisor, settings, submission, files)
+    return await answer(supervisor, settings, row, wait_s)
 
 
 @router.get("", summary="List tasks, newest first")
@@ -49,11 +84,7 @@ async def list_tasks(
 
 @router.get("/{task_id}", responses=REFUSALS, summary="Get a task; wait_s holds until it is final")
 async def get_task(
-    task_id: TaskId,
-    *,
-    supervisor: SupervisorDep,
-    settings: ApiSettingsDep,
-    wait_s: Annotated[float, Query(ge=0)] = 0,
+    task_id: TaskId, supervisor: SupervisorDep, settings: ApiSettingsDep, *, wait_s: WaitS = 0
 ) -> TaskPublic:
     if wait_s > 0:
         row = await supervisor.wait(task_id, min(wait_s, settings.max_wait_s))
@@ -65,3 +96,40 @@ async def get_task(
 @router.delete("/{task_id}", responses=REFUSALS, summary="Cancel a queued or running task")
 async def cancel(task_id: TaskId, supervisor: SupervisorDep) -> TaskPublic:
     return TaskPublic.of(supervisor.cancel(task_id))
+
+
+@router.get(
+    "/{task_id}/events",
+    responses={**REFUSALS, 200: {"content": {"text/event-stream": {}}}},
+    summary="Server-sent events: `state` (the whole task) on every change, `progress` from the worker",
+)
+async def events(task_id: TaskId, supervisor: SupervisorDep, settings: ApiSettingsDep) -> EventSourceResponse:
+    supervisor.get(task_id)  # a 404 before the stream starts
+    return EventSourceResponse(_stream(supervisor, task_id), ping=int(settings.sse_ping_s))
+
+
+async def _stream(supervisor: Supervisor, task_id: str) -> AsyncIterator[dict[str, str]]:
+    """The task as it is now, then every change; the stream ends after the final state."""
+    queue = supervisor.events.subscribe(task_id)  # before reading the task, so no change is missed
+    try:
+        row = supervisor.get(task_id)
+        yield {"event": "state", "data": TaskPublic.of(row).model_dump_json()}
+        while row.state not in FINAL:
+            event = await queue.get()
+            if event["event"] == "progress":
+                yield {"event": "progress", "data": json.dumps(event.get("data"))}
+                continue
+            row = supervisor.get(task_id)
+            yield {"event": "state", "data": TaskPublic.of(row).model_dump_json()}
+    finally:
+        supervisor.events.unsubscribe(task_id, queue)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidRequestError(f"payload is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidRequestError("payload must be a JSON object")
+    return value
