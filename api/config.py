@@ -30,7 +30,9 @@ class ApiSettings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=1, description="largest image accepted for OCR")
     sse_ping_s: float = Field(default=15.0, gt=0, le=300)
 
-    @field_validator("admin_token", "supabase_jwt_secret", "supabase_jwks", "supabase_jwks_url", mode="before")
+    @field_validator(
+        "admin_token", "supabase_jwt_secret", "supabase_jwks", "supabase_jwks_url", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

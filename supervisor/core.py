@@ -90,6 +90,7 @@ class Supervisor:
         self._finishing: set[asyncio.Task[Any]] = set()
         self._pool_ooms_seen = 0
         self._adopted_zygote: int | None = None
+        self._idle_base_mb: float | None = None
 
     # ----- lifecycle -------------------------------------------------------------------------
 
@@ -610,13 +611,16 @@ class Supervisor:
         """What the container holds besides the workers.
 
         Inside a limiting cgroup that is read, not guessed: the container's working set minus the
-        workers' pool. Elsewhere it is the PSS of the API process and the zygote: the libraries they
-        both map are counted once, as the kernel holds them once.
+        workers' pool. Elsewhere it is the PSS of the API process and the zygote (the libraries both
+        map count once, as the kernel holds them once), measured while no worker runs: a worker
+        shares the zygote's pages and would make the zygote's PSS, and so the budget, swing with load.
         """
         if self.cgroups is not None and self.probe.from_cgroup and self.probe.cgroup is not None:
             container_mb = self.probe.cgroup.working_set_bytes() / MB
             return max(0.0, container_mb - self.cgroups.pool.working_set_bytes() / MB)
-        return pss_mb([os.getpid(), *self.zygote.pids()])
+        if not self._running or self._idle_base_mb is None:
+            self._idle_base_mb = pss_mb([os.getpid(), *self.zygote.pids()])
+        return self._idle_base_mb
 
     def _committed_mb(self) -> float:
         """What running workers hold: each its reservation, or its usage where that is larger."""

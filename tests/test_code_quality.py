@@ -1,0 +1,31 @@
+"""ruff and mypy stay clean: part of the suite so that CI holds the line, not only a reviewer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.harness import ROOT
+
+PACKAGES = ["api", "supervisor", "workers"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+
+
+def test_ruff_finds_nothing() -> None:
+    result = _run("ruff", "check", *PACKAGES, "tests")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_is_applied() -> None:
+    result = _run("ruff", "format", "--check", *PACKAGES, "tests")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_finds_nothing() -> None:
+    result = _run("mypy", *PACKAGES)
+    assert result.returncode == 0, result.stdout + result.stderr
