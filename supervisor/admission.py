@@ -12,8 +12,8 @@ estimate, never lower it below the declaration.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from supervisor.config import SupervisorSettings
 from supervisor.container import ContainerProbe
@@ -75,3 +75,30 @@ class Admission:
 
     def learn(self, kind: str, peaks: list[float]) -> None:
         self._peaks[kind] = peaks
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one scheduling round does with the head of the queue, in queue order."""
+
+    start: list[int] = field(default_factory=list)  # positions in the queue
+    refuse: list[int] = field(default_factory=list)  # positions that can never fit the budget
+
+
+def plan(needs_mb: Sequence[float | None], committed_mb: float, budget_mb: float, slots: int) -> Plan:
+    """First in, first out: start tasks from the head while they fit; stop at the first that does not.
+
+    ``needs_mb[i]`` is the i-th queued task's need, or None if its kind is gone (refused). A task
+    needing more than the whole budget is refused rather than left blocking everyone behind it.
+    """
+    result = Plan()
+    for position, need_mb in enumerate(needs_mb):
+        if need_mb is None or need_mb > budget_mb:
+            result.refuse.append(position)
+            continue
+        if slots <= 0 or committed_mb + need_mb > budget_mb:
+            break
+        result.start.append(position)
+        committed_mb += need_mb
+        slots -= 1
+    return result

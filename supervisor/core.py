@@ -12,6 +12,7 @@ import signal
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from supervisor.errors import (
     InvalidRequestError,
     NotCancellableError,
     QueueFullError,
+    StoreUnavailableError,
     TaskNotFoundError,
 )
 from supervisor.events import EventHub
@@ -37,7 +39,7 @@ from supervisor.store import Store, TaskRow, as_utc, utcnow
 from supervisor.verdict import Ending, Verdict, exit_fields, judge, should_retry
 from supervisor.watchdog import Watchdog
 from supervisor.worker import RunningWorker
-from supervisor.zygote import Exit, Zygote
+from supervisor.zygote import Exit, Zygote, ZygoteLostError
 from workers import protocol
 from workers.catalog import Catalog
 
@@ -91,6 +93,8 @@ class Supervisor:
         self._pool_ooms_seen = 0
         self._adopted_zygote: int | None = None
         self._idle_base_mb: float | None = None
+        self._unsaved: list[Callable[[], None]] = []
+        self._zygote_lock = asyncio.Lock()  # outcomes to write once the database is back
 
     # ----- lifecycle -------------------------------------------------------------------------
 
@@ -301,28 +305,39 @@ class Supervisor:
         """The budget moves with the API's own usage: follow it even while the scheduler is busy."""
         while True:
             await asyncio.sleep(TICK_S)
-            if not self.zygote.alive() and not self.draining:
-                log.error("the zygote died; starting a new one")
-                await self._start_zygote()
+            self._save_unsaved()
+            if not self.draining:
+                await self._ensure_zygote()
             self._update_pool_limit()
             self._wake.set()
 
     async def _dispatch_ready(self) -> None:
-        while self._queue and not self.draining:
-            if len(self._running) >= self.settings.max_concurrency:
+        if self.draining or not self._queue or not await self._ensure_zygote():
+            return
+        budget_mb = self.admission.budget().budget_mb
+        rows = list(self._queue)
+        needs = [self._need_mb(row) for row in rows]
+        slots = self.settings.max_concurrency - len(self._running)
+        decision = admission_mod.plan(needs, self._committed_mb(), budget_mb, slots)
+        chosen = set(decision.start) | set(decision.refuse)
+        self._queue = deque(row for position, row in enumerate(rows) if position not in chosen)
+        order = sorted(chosen)
+        for index, position in enumerate(order):
+            row, need_mb = rows[position], needs[position]
+            try:
+                if position in decision.refuse:
+                    self._refuse(row, need_mb or 0.0, budget_mb)
+                else:
+                    await self._launch(row, need_mb or 0.0, min(row.ceiling_mb, budget_mb))
+            except StoreUnavailableError as exc:
+                # Still queued in the store: back to the head, in order, for the next tick.
+                self._queue.extendleft(rows[p] for p in reversed(order[index:]))
+                log.warning("task %s and %d after it stay queued: %s", row.id, len(order) - index - 1, exc)
                 return
-            row = self._queue[0]
-            spec = self.catalog.kinds.get(row.kind)
-            budget_mb = self.admission.budget().budget_mb
-            need_mb = self.admission.need_mb(spec, row.ceiling_mb) if spec else 0.0
-            if spec is None or need_mb > budget_mb:
-                self._queue.popleft()
-                self._refuse(row, need_mb, budget_mb)
-                continue
-            if self._committed_mb() + need_mb > budget_mb:
-                return  # first in, first out: the head waits for memory, and so does everyone behind
-            self._queue.popleft()
-            await self._launch(row, need_mb, min(row.ceiling_mb, budget_mb))
+
+    def _need_mb(self, row: TaskRow) -> float | None:
+        spec = self.catalog.kinds.get(row.kind)
+        return self.admission.need_mb(spec, row.ceiling_mb) if spec else None
 
     def _refuse(self, row: TaskRow, need_mb: float, budget_mb: float) -> None:
         """A queued task that no longer fits even an empty container (or whose kind is gone)."""
@@ -367,6 +382,7 @@ class Supervisor:
             timeout_s=row.timeout_s,
             retriable=row.retriable,
             max_attempts=row.max_attempts,
+            payload=row.payload,
         )
         # Tracked before it exists, so that a cancel arriving during the fork finds it.
         self._running[worker.routing_id] = worker
@@ -404,7 +420,8 @@ class Supervisor:
         worker.started(process.pid)  # signals a kill recorded during the fork
         self._send_task(worker)  # its ready may have arrived before the zygote's reply
         self.watchdog.add(worker)
-        self.store.set_fields(worker.task_id, worker_pid=worker.pid)
+        with contextlib.suppress(StoreUnavailableError):  # informative; the final record has it too
+            self.store.set_fields(worker.task_id, worker_pid=worker.pid)
         self._publish(worker.task_id, State.RUNNING, pid=worker.pid, attempt=worker.attempt)
         watcher = asyncio.create_task(self._finish(worker, process.exited))
         self._finishing.add(watcher)
@@ -441,15 +458,13 @@ class Supervisor:
         if worker.ready or not worker.pid or worker.ready_pid != worker.pid:
             return
         worker.ready = True
-        row = self.get(worker.task_id)
-        spec = self.catalog.kinds[row.kind]
-        spool = self.settings.spool_dir() / row.id
+        spool = self.settings.spool_dir() / worker.task_id
         frame = protocol.encode(
             protocol.TASK,
-            task_id=row.id,
-            kind=row.kind,
-            module=spec.module,
-            payload=row.payload,
+            task_id=worker.task_id,
+            kind=worker.kind,
+            module=self.catalog.kinds[worker.kind].module,
+            payload=worker.payload,
             data_dir=str(self.settings.data_dir.resolve()),
             spool_dir=str(spool.resolve()),
         )
@@ -483,11 +498,16 @@ class Supervisor:
             **exit_fields(exitcode),
             "peak_rss_mb": round(worker.peak_rss_mb, 1),
             "run_s": round(worker.age_s, 3),
+            "worker_pid": worker.pid,
         }
+        retry = should_retry(verdict, worker.retriable, worker.attempt, worker.max_attempts)
         try:
-            retry = should_retry(verdict, worker.retriable, worker.attempt, worker.max_attempts)
             self._end(worker.task_id, verdict, retry, fields)
             self._learn(worker)
+        except StoreUnavailableError as exc:
+            # The answer is kept, not lost: it is written as soon as the database is back.
+            log.warning("task %s: outcome not yet saved (%s); retrying", worker.task_id, exc)
+            self._unsaved.append(lambda: self._end(worker.task_id, verdict, retry, fields))
         finally:
             self._forget(worker)
         log.info(
@@ -500,9 +520,30 @@ class Supervisor:
             exitcode,
         )
 
+    def _save_unsaved(self) -> None:
+        while self._unsaved:
+            try:
+                self._unsaved[0]()
+            except StoreUnavailableError:
+                return
+            self._unsaved.pop(0)
+
     async def _start_zygote(self) -> None:
         await self.zygote.start()
         self._adopt_zygote()
+
+    async def _ensure_zygote(self) -> bool:
+        """Restart a dead zygote before anything is forked from it; False if it cannot start now."""
+        async with self._zygote_lock:
+            if self.zygote.alive():
+                return True
+            log.error("the zygote is gone; starting a new one")
+            try:
+                await self._start_zygote()
+            except (ZygoteLostError, OSError) as exc:
+                log.error("the zygote could not start: %s", exc)
+                return False
+            return True
 
     def _adopt_zygote(self) -> None:
         """Put the zygote in the workers' pool; again after it was restarted under a new pid."""

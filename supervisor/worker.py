@@ -27,6 +27,7 @@ class RunningWorker:
     timeout_s: float
     retriable: bool
     max_attempts: int
+    payload: dict[str, Any] = field(default_factory=dict, repr=False)
     pid: int = 0  # 0 until the zygote has forked it
     started_mono: float = field(default_factory=time.monotonic)
     cgroup: Cgroup | None = None

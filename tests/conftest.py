@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness import Server, marked_pids
+from tests.postgres import PostgresServer
 
 ServerFactory = Callable[..., Server]
 
@@ -43,6 +45,25 @@ def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
 def make_module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
     """For a module whose tests can share one server: it starts once, and is checked at the end."""
     yield from _servers(tmp_path_factory.mktemp("module"))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    try:
+        server = PostgresServer()
+    except (FileNotFoundError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"no PostgreSQL server can be started here: {exc}")
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Run the test against SQLite (the default) and against a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return ""
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    return postgres.new_database()
 
 
 @pytest.fixture

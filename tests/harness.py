@@ -60,6 +60,14 @@ def marked_pids(marker: str) -> list[int]:
     return found
 
 
+def _ppid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return int(stat.rsplit(b")", 1)[1].split()[1])
+
+
 class Server:
     def __init__(
         self,
@@ -156,6 +164,26 @@ class Server:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
+
+    def stray_pids(self) -> list[int]:
+        """Processes of this run other than the server and its zygote: workers and their children."""
+        assert self.proc is not None
+        own = {self.proc.pid}
+        return [pid for pid in marked_pids(self.marker) if pid not in own and _ppid(pid) not in own]
+
+    def zygote_pid(self) -> int | None:
+        assert self.proc is not None
+        for pid in marked_pids(self.marker):
+            comm = Path(f"/proc/{pid}/comm").read_text().strip() if Path(f"/proc/{pid}").exists() else ""
+            if comm == "memvisor-zygote" and _ppid(pid) == self.proc.pid:
+                return pid
+        return None
+
+    def wait_idle(self, timeout_s: float = 15) -> None:
+        """No worker running and no worker process left: the state every test must leave behind."""
+        until(
+            lambda: not self.admin.get("/admin/workers").json() and not self.stray_pids(), timeout_s, "idle"
+        )
 
     def leftovers(self, timeout_s: float = 10) -> list[int]:
         """Processes of this server still alive once ``timeout_s`` has passed (empty is good)."""

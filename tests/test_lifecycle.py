@@ -3,8 +3,24 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
+
+import pytest
 
 from tests.harness import Server, until
+
+
+@pytest.fixture(scope="module")
+def shared(make_module_server, database_url: str) -> Server:  # type: ignore[no-untyped-def]
+    """Every lifecycle test runs against SQLite and against a real PostgreSQL server."""
+    started: Server = make_module_server(env={"DATABASE_URL": database_url}).start()
+    return started
+
+
+@pytest.fixture
+def server(shared: Server) -> Iterator[Server]:
+    yield shared
+    shared.wait_idle()  # no worker, and no process of one, outlives a test
 
 
 def test_noop_task_succeeds_with_its_result(server: Server) -> None:
@@ -54,8 +70,8 @@ def test_cancel_running_task(server: Server) -> None:
     assert server.client.delete(f"/v1/tasks/{task['id']}").status_code == 409
 
 
-def test_cancel_queued_task_never_runs(make_server) -> None:  # type: ignore[no-untyped-def]
-    server = make_server(env={"MAX_CONCURRENCY": "1"}).start()
+def test_cancel_queued_task_never_runs(make_server, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(env={"MAX_CONCURRENCY": "1", "DATABASE_URL": database_url}).start()
     blocker = server.submit("diag.sleep", {"seconds": 30})
     queued = server.submit("diag.sleep", {"seconds": 0})
     until(lambda: server.task(blocker["id"])["state"] == "running", 10, "the blocker to start")
