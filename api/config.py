@@ -40,8 +40,14 @@ class ApiSettings(BaseSettings):
     @field_validator("supabase_jwks")
     @classmethod
     def _jwks_is_json(cls, value: str | None) -> str | None:
-        if value is not None and not isinstance(json.loads(value).get("keys"), list):
-            raise ValueError("SUPABASE_JWKS must be a JWKS document with a 'keys' list")
+        if value is None:
+            return value
+        try:
+            document = json.loads(value)
+        except ValueError:
+            raise ValueError('not JSON; expected a JWKS document such as {"keys": [...]}') from None
+        if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+            raise ValueError("expected a JWKS document with a 'keys' list")
         return value
 
     def api_key_list(self) -> list[str]:

@@ -4,17 +4,45 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from types import FrameType
+
+from pydantic import ValidationError
 
 from api.app import create_app
 from api.config import ApiSettings
+from workers.errors import ConfigError
 
-settings = ApiSettings()
+log = logging.getLogger("memvisor")
+
+
+def _settings() -> ApiSettings:
+    try:
+        return ApiSettings()
+    except ValidationError as exc:
+        _refuse(exc)
+        raise
+
+
+def _refuse(exc: ValidationError | ConfigError) -> None:
+    """A bad setting stops the service before it starts, with one line per problem and no traceback."""
+    if isinstance(exc, ValidationError):
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]).upper() or exc.title
+            print(f"memvisor: invalid setting {name}: {error['msg']}", file=sys.stderr)
+    else:
+        print(f"memvisor: invalid setting: {exc}", file=sys.stderr)
+    sys.exit(2)
+
+
+settings = _settings()
 logging.basicConfig(
-    level=settings.log_level.upper(),
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
 )
-app = create_app(api_settings=settings)
+try:
+    app = create_app(api_settings=settings)
+except (ValidationError, ConfigError) as exc:
+    _refuse(exc)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

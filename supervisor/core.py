@@ -57,6 +57,8 @@ RUNTIME_LIMITS = frozenset(
         "term_grace_s",
     }
 )
+PSS_GUARD_INTERVAL_S = 0.25
+BASE_REFRESH_S = 1.0
 TICK_S = 0.5  # the budget, and the pool's hard limit, are re-read this often
 EXIT_DRAIN_S = 5.0
 
@@ -79,7 +81,10 @@ class Supervisor:
         self.zygote = Zygote(catalog.modules)
         self.broker = Broker(self._on_message, settings.runtime_dir)
         self.admission = admission_mod.Admission(settings, self.probe, self._base_mb, self.store.peaks())
-        self.watchdog = Watchdog(settings, self._container_usage_mb, self._high_water_mb)
+        # Inside a limiting cgroup the guard reads two small files; elsewhere it sums PSS, which costs
+        # milliseconds per process: a few times a second is enough there.
+        guard_s = 0.0 if self.probe.from_cgroup else PSS_GUARD_INTERVAL_S
+        self.watchdog = Watchdog(settings, self._container_usage_mb, self._high_water_mb, guard_s)
         self.events = EventHub()
         self.cgroups: WorkerCgroups | None = None
         self.draining = False
@@ -93,6 +98,7 @@ class Supervisor:
         self._pool_ooms_seen = 0
         self._adopted_zygote: int | None = None
         self._idle_base_mb: float | None = None
+        self._base_read_at = 0.0
         self._unsaved: list[Callable[[], None]] = []
         self._zygote_lock = asyncio.Lock()  # outcomes to write once the database is back
 
@@ -189,6 +195,9 @@ class Supervisor:
         row = self.store.get(task_id)
         if row is None:
             raise TaskNotFoundError(task_id)
+        if row.state == State.RUNNING and row.worker_pid is None:
+            worker = self._worker_of(task_id)  # the pid is written with the outcome, not at fork
+            row.worker_pid = worker.pid if worker and worker.pid else None
         return row
 
     async def wait(self, task_id: str, wait_s: float) -> TaskRow:
@@ -420,8 +429,6 @@ class Supervisor:
         worker.started(process.pid)  # signals a kill recorded during the fork
         self._send_task(worker)  # its ready may have arrived before the zygote's reply
         self.watchdog.add(worker)
-        with contextlib.suppress(StoreUnavailableError):  # informative; the final record has it too
-            self.store.set_fields(worker.task_id, worker_pid=worker.pid)
         self._publish(worker.task_id, State.RUNNING, pid=worker.pid, attempt=worker.attempt)
         watcher = asyncio.create_task(self._finish(worker, process.exited))
         self._finishing.add(watcher)
@@ -659,8 +666,11 @@ class Supervisor:
         if self.cgroups is not None and self.probe.from_cgroup and self.probe.cgroup is not None:
             container_mb = self.probe.cgroup.working_set_bytes() / MB
             return max(0.0, container_mb - self.cgroups.pool.working_set_bytes() / MB)
-        if not self._running or self._idle_base_mb is None:
+        now = time.monotonic()
+        stale = now - self._base_read_at > BASE_REFRESH_S
+        if self._idle_base_mb is None or (stale and not self._running):
             self._idle_base_mb = pss_mb([os.getpid(), *self.zygote.pids()])
+            self._base_read_at = now
         return self._idle_base_mb
 
     def _committed_mb(self) -> float:

@@ -92,8 +92,7 @@ class Store:
     def insert(self, task: TaskRow) -> TaskRow:
         def add(session: Session) -> TaskRow:
             session.add(task)
-            session.commit()
-            session.refresh(task)
+            session.commit()  # every column was set here, so there is nothing to read back
             return task
 
         return self._guard(lambda: self._session_do(add))

@@ -30,10 +30,14 @@ class Watchdog:
         settings: SupervisorSettings,
         container_usage_mb: Callable[[list[int]], float],
         high_water_mb: Callable[[], float],
+        guard_interval_s: float = 0.0,
     ) -> None:
         self.settings = settings
         self._usage_mb = container_usage_mb
         self._high_water_mb = high_water_mb
+        # Reading the container's usage may be costly (PSS walks every mapping): not every round.
+        self._guard_interval_s = guard_interval_s
+        self._guarded_at = 0.0
         self._workers: dict[bytes, RunningWorker] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -109,6 +113,10 @@ class Watchdog:
             worker.kill(Reason.CRASHED)
 
     def _guard(self, workers: list[RunningWorker]) -> None:
+        now = time.monotonic()
+        if not workers or now - self._guarded_at < self._guard_interval_s:
+            return  # without workers there is nothing the guard could do
+        self._guarded_at = now
         usage_mb = self._usage_mb([pid for w in workers for pid in w.last_pids])
         self.last_usage_mb = usage_mb
         if usage_mb < self._high_water_mb():

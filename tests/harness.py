@@ -43,8 +43,8 @@ def until(check: Callable[[], T | None], timeout_s: float, what: str, every_s: f
         time.sleep(every_s)
 
 
-def marked_pids(marker: str) -> list[int]:
-    """Every live process whose environment carries ``marker``."""
+def marked_pids(marker: str, zombies: bool = False) -> list[int]:
+    """Every live process whose environment carries ``marker`` (or every zombie, if asked)."""
     needle = f"{MARKER_VAR}={marker}".encode()
     found = []
     for entry in os.scandir("/proc"):
@@ -55,7 +55,7 @@ def marked_pids(marker: str) -> list[int]:
             state = Path(f"/proc/{entry.name}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
         except OSError:
             continue
-        if needle in environ.split(b"\0") and state != b"Z":
+        if needle in environ.split(b"\0") and (state == b"Z") == zombies:
             found.append(int(entry.name))
     return found
 

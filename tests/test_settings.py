@@ -1,0 +1,41 @@
+"""A bad setting stops the service before it starts, with a one-line reason and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness import ROOT
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("POLL_INTERVAL_MS", "abc", "POLL_INTERVAL_MS: Input should be a valid integer"),
+        ("WEB_CONCURRENCY", "3", "WEB_CONCURRENCY=3: must be 1"),
+        ("MEMORY_LIMIT_MB", "-5", "MEMORY_LIMIT_MB: Input should be greater than 0"),
+        ("TASK_MODULES", "no_such_module_here", "cannot import 'no_such_module_here'"),
+        ("ADMIN_TOKEN", "short", "ADMIN_TOKEN: String should have at least 8 characters"),
+        ("SUPABASE_JWKS", "notjson", "SUPABASE_JWKS: Value error, not JSON"),
+        ("FAST_POLL_INTERVAL_MS", "500", "FAST_POLL_INTERVAL_MS must not exceed POLL_INTERVAL_MS"),
+    ],
+)
+def test_bad_setting_is_refused_clearly(tmp_path: Path, variable: str, value: str, message: str) -> None:
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), variable: value}
+    result = subprocess.run(
+        [sys.executable, "-m", "api"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists(), "a refused start changes nothing"
