@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import signal
 import time
@@ -19,10 +18,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from supervisor import admission as admission_mod
+from supervisor.accounting import Accounting
 from supervisor.broker import Broker
-from supervisor.cgroups import WorkerCgroups
 from supervisor.config import SupervisorSettings
-from supervisor.container import ContainerProbe, Reading
+from supervisor.container import ContainerProbe
 from supervisor.errors import (
     AdmissionRefusedError,
     DrainingError,
@@ -33,13 +32,13 @@ from supervisor.errors import (
     TaskNotFoundError,
 )
 from supervisor.events import EventHub
-from supervisor.memory import MB, pss_mb
+from supervisor.host import WorkerHost
 from supervisor.states import FINAL, Reason, State
 from supervisor.store import Store, TaskRow, as_utc, utcnow
 from supervisor.verdict import Ending, Verdict, exit_fields, judge, should_retry
 from supervisor.watchdog import Watchdog
 from supervisor.worker import RunningWorker
-from supervisor.zygote import Exit, Zygote, ZygoteLostError
+from supervisor.zygote import Exit
 from workers import protocol
 from workers.catalog import Catalog
 
@@ -58,7 +57,6 @@ RUNTIME_LIMITS = frozenset(
     }
 )
 PSS_GUARD_INTERVAL_S = 0.25
-BASE_REFRESH_S = 1.0
 TICK_S = 0.5  # the budget, and the pool's hard limit, are re-read this often
 EXIT_DRAIN_S = 5.0
 
@@ -78,15 +76,18 @@ class Supervisor:
         self.catalog = catalog
         self.store = store or Store(settings.database())
         self.probe = ContainerProbe(settings.memory_limit_mb)
-        self.zygote = Zygote(catalog.modules)
+        self.host = WorkerHost(catalog.modules, settings.worker_cgroups)
+        self.zygote = self.host.zygote
         self.broker = Broker(self._on_message, settings.runtime_dir)
-        self.admission = admission_mod.Admission(settings, self.probe, self._base_mb, self.store.peaks())
+        self.accounting = Accounting(settings, self.probe, self.host, self.workers)
+        self.admission = admission_mod.Admission(
+            settings, self.probe, self.accounting.base_mb, self.store.peaks()
+        )
         # Inside a limiting cgroup the guard reads two small files; elsewhere it sums PSS, which costs
         # milliseconds per process: a few times a second is enough there.
         guard_s = 0.0 if self.probe.from_cgroup else PSS_GUARD_INTERVAL_S
-        self.watchdog = Watchdog(settings, self._container_usage_mb, self._high_water_mb, guard_s)
+        self.watchdog = Watchdog(settings, self.accounting.usage_mb, self.accounting.high_water_mb, guard_s)
         self.events = EventHub()
-        self.cgroups: WorkerCgroups | None = None
         self.draining = False
         self._stopping = False
         self._queue: deque[TaskRow] = deque()
@@ -95,23 +96,16 @@ class Supervisor:
         self._idle = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._finishing: set[asyncio.Task[Any]] = set()
-        self._pool_ooms_seen = 0
-        self._adopted_zygote: int | None = None
-        self._idle_base_mb: float | None = None
-        self._base_read_at = 0.0
-        self._unsaved: list[Callable[[], None]] = []
-        self._zygote_lock = asyncio.Lock()  # outcomes to write once the database is back
+        self._unsaved: list[Callable[[], None]] = []  # outcomes to write once the database is back
 
     # ----- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.settings.spool_dir().mkdir(parents=True, exist_ok=True)
-        if self.settings.worker_cgroups:
-            self.cgroups = WorkerCgroups.open()
         self.broker.start()
-        await self._start_zygote()
+        await self.host.start()
         self._recover()
-        self._update_pool_limit()
+        self.host.set_pool_limit(self.accounting.pool_limit_mb())
         self.watchdog.start()
         self._loops = [
             asyncio.create_task(self._schedule_loop(), name="memvisor-scheduler"),
@@ -122,7 +116,7 @@ class Supervisor:
             self.probe.limit.value_mb,
             self.probe.limit.source,
             self.admission.budget().budget_mb,
-            "on" if self.cgroups else "off",
+            "on" if self.host.cgroups else "off",
         )
 
     async def stop(self) -> None:
@@ -142,9 +136,7 @@ class Supervisor:
             loop_task.cancel()
         self.watchdog.stop()
         await self.broker.close()
-        await self.zygote.stop()
-        if self.cgroups is not None:
-            self.cgroups.close()
+        await self.host.stop()
         self.store.close()
 
     def _recover(self) -> None:
@@ -316,18 +308,18 @@ class Supervisor:
             await asyncio.sleep(TICK_S)
             self._save_unsaved()
             if not self.draining:
-                await self._ensure_zygote()
-            self._update_pool_limit()
+                await self.host.ensure()
+            self.host.set_pool_limit(self.accounting.pool_limit_mb())
             self._wake.set()
 
     async def _dispatch_ready(self) -> None:
-        if self.draining or not self._queue or not await self._ensure_zygote():
+        if self.draining or not self._queue or not await self.host.ensure():
             return
         budget_mb = self.admission.budget().budget_mb
         rows = list(self._queue)
         needs = [self._need_mb(row) for row in rows]
         slots = self.settings.max_concurrency - len(self._running)
-        decision = admission_mod.plan(needs, self._committed_mb(), budget_mb, slots)
+        decision = admission_mod.plan(needs, self.accounting.committed_mb(), budget_mb, slots)
         chosen = set(decision.start) | set(decision.refuse)
         self._queue = deque(row for position, row in enumerate(rows) if position not in chosen)
         order = sorted(chosen)
@@ -400,8 +392,6 @@ class Supervisor:
             await self._fork(worker)
         except Exception as exc:
             log.exception("task %s: could not start a worker", row.id)
-            if worker.cgroup is not None and self.cgroups is not None:
-                self.cgroups.remove(worker.cgroup)
             self._forget(worker)
             verdict = Verdict(
                 State.FAILED, Reason.CRASHED, error_type="WorkerStartFailed", error_message=str(exc)
@@ -419,13 +409,7 @@ class Supervisor:
         )
 
     async def _fork(self, worker: RunningWorker) -> None:
-        if self.cgroups is not None:
-            name = f"task-{worker.routing_id.decode().replace(':', '-')}"
-            worker.cgroup = self.cgroups.add(name, worker.ceiling_mb)
-        cgroup = str(worker.cgroup.path) if worker.cgroup else None
-        process = await self.zygote.fork(
-            worker.task_id, worker.attempt, self.broker.endpoint, self.settings.worker_threads, cgroup
-        )
+        process = await self.host.spawn(worker, self.broker.endpoint, self.settings.worker_threads)
         worker.started(process.pid)  # signals a kill recorded during the fork
         self._send_task(worker)  # its ready may have arrived before the zygote's reply
         self.watchdog.add(worker)
@@ -489,7 +473,7 @@ class Supervisor:
         exitcode = end.exitcode
         worker.peak_rss_mb = max(worker.peak_rss_mb, end.maxrss_mb)
         self.watchdog.remove(worker)
-        task_oom = await self._release_cgroup(worker)
+        task_oom = await self.host.release(worker)
         if task_oom:
             worker.peak_rss_mb = max(worker.peak_rss_mb, worker.ceiling_mb)
         ending = Ending(
@@ -497,7 +481,7 @@ class Supervisor:
             outcome=worker.outcome,
             kill_reason=worker.kill_reason,
             task_oom=task_oom,
-            pool_oom=exitcode == -signal.SIGKILL and self._new_pool_oom(),
+            pool_oom=exitcode == -signal.SIGKILL and self.host.new_pool_oom(),
             zygote_lost=end.zygote_lost,
         )
         verdict = judge(ending)
@@ -534,57 +518,6 @@ class Supervisor:
             except StoreUnavailableError:
                 return
             self._unsaved.pop(0)
-
-    async def _start_zygote(self) -> None:
-        await self.zygote.start()
-        self._adopt_zygote()
-
-    async def _ensure_zygote(self) -> bool:
-        """Restart a dead zygote before anything is forked from it; False if it cannot start now."""
-        async with self._zygote_lock:
-            if self.zygote.alive():
-                return True
-            log.error("the zygote is gone; starting a new one")
-            try:
-                await self._start_zygote()
-            except (ZygoteLostError, OSError) as exc:
-                log.error("the zygote could not start: %s", exc)
-                return False
-            return True
-
-    def _adopt_zygote(self) -> None:
-        """Put the zygote in the workers' pool; again after it was restarted under a new pid."""
-        pid = self.zygote.pid
-        if self.cgroups is None or pid is None or pid == self._adopted_zygote:
-            return
-        try:
-            self.cgroups.adopt(pid)
-            self._adopted_zygote = pid
-        except OSError as exc:
-            log.warning("zygote %d stays outside the workers' pool: %s", pid, exc)
-
-    def _new_pool_oom(self) -> bool:
-        """Whether the kernel OOM-killed in the pool since the last death we attributed to it."""
-        if self.cgroups is None:
-            return False
-        try:
-            ooms = self.cgroups.pool.oom_kills()
-        except OSError:
-            return False
-        if ooms <= self._pool_ooms_seen:
-            return False
-        self._pool_ooms_seen += 1
-        return True
-
-    async def _release_cgroup(self, worker: RunningWorker) -> bool:
-        if worker.cgroup is None or self.cgroups is None:
-            return False
-        try:
-            kernel_oom = worker.cgroup.oom_kills() > 0
-        except OSError:
-            kernel_oom = False
-        await asyncio.to_thread(self.cgroups.remove, worker.cgroup)
-        return kernel_oom
 
     def _forget(self, worker: RunningWorker) -> None:
         self._running.pop(worker.routing_id, None)
@@ -636,7 +569,7 @@ class Supervisor:
 
     def memory_report(self) -> dict[str, Any]:
         budget = self.admission.budget()
-        usage = self._usage([pid for w in self._running.values() for pid in w.last_pids])
+        usage = self.accounting.usage()
         return {
             "limit_mb": round(budget.limit_mb, 1),
             "limit_source": budget.limit_source,
@@ -645,57 +578,15 @@ class Supervisor:
             "api_and_zygote_mb": round(budget.base_mb, 1),
             "safety_margin_mb": budget.margin_mb,
             "budget_mb": round(budget.budget_mb, 1),
-            "committed_mb": round(self._committed_mb(), 1),
+            "committed_mb": round(self.accounting.committed_mb(), 1),
             "reservations": {w.task_id: w.reserved_mb for w in self._running.values()},
-            "high_water_mb": round(self._high_water_mb(), 1),
+            "high_water_mb": round(self.accounting.high_water_mb(), 1),
             "container_oom_kills": self.probe.oom_kills(),
-            "worker_cgroups": self.cgroups is not None,
+            "worker_cgroups": self.host.cgroups is not None,
             "estimates_mb": {
                 name: round(self.admission.estimate_mb(spec), 1) for name, spec in self.catalog.kinds.items()
             },
         }
-
-    def _base_mb(self) -> float:
-        """What the container holds besides the workers.
-
-        Inside a limiting cgroup that is read, not guessed: the container's working set minus the
-        workers' pool. Elsewhere it is the PSS of the API process and the zygote (the libraries both
-        map count once, as the kernel holds them once), measured while no worker runs: a worker
-        shares the zygote's pages and would make the zygote's PSS, and so the budget, swing with load.
-        """
-        if self.cgroups is not None and self.probe.from_cgroup and self.probe.cgroup is not None:
-            container_mb = self.probe.cgroup.working_set_bytes() / MB
-            return max(0.0, container_mb - self.cgroups.pool.working_set_bytes() / MB)
-        now = time.monotonic()
-        stale = now - self._base_read_at > BASE_REFRESH_S
-        if self._idle_base_mb is None or (stale and not self._running):
-            self._idle_base_mb = pss_mb([os.getpid(), *self.zygote.pids()])
-            self._base_read_at = now
-        return self._idle_base_mb
-
-    def _committed_mb(self) -> float:
-        """What running workers hold: each its reservation, or its usage where that is larger."""
-        return sum(max(w.reserved_mb, w.rss_mb) for w in self._running.values())
-
-    def _container_usage_mb(self, worker_pids: list[int]) -> float:
-        return self._usage(worker_pids).value_mb
-
-    def _usage(self, worker_pids: list[int]) -> Reading:
-        """Without a cgroup, PSS over our processes: pages workers share with the zygote count once."""
-        return self.probe.usage(lambda: pss_mb([os.getpid(), *self.zygote.pids(), *worker_pids]))
-
-    def _high_water_mb(self) -> float:
-        return self.probe.limit.value_mb * self.settings.container_high_water_pct / 100
-
-    def _update_pool_limit(self) -> None:
-        """The pool may use what the API and zygote leave, minus half the margin kept for their growth."""
-        if self.cgroups is None:
-            return
-        budget = self.admission.budget()
-        try:
-            self.cgroups.set_pool_limit(budget.limit_mb - budget.base_mb - budget.margin_mb / 2)
-        except OSError as exc:
-            log.debug("pool limit not updated: %s", exc)
 
     async def _wait_idle(self, timeout_s: float) -> None:
         if not self._running:

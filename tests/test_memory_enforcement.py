@@ -29,7 +29,7 @@ class HealthProbe:
         self._thread.join()
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=5) as client:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
             while not self._stop.wait(0.05):
                 start = time.monotonic()
                 try:

@@ -1,0 +1,71 @@
+"""The container's memory as the supervisor accounts for it: what is not the workers', what the
+workers hold, what the container uses, and where the guard and the pool's hard limit sit."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from supervisor.config import SupervisorSettings
+from supervisor.container import ContainerProbe, Reading
+from supervisor.host import WorkerHost
+from supervisor.memory import MB, pss_mb
+from supervisor.worker import RunningWorker
+
+BASE_REFRESH_S = 1.0
+
+
+class Accounting:
+    def __init__(
+        self,
+        settings: SupervisorSettings,
+        probe: ContainerProbe,
+        host: WorkerHost,
+        running: Callable[[], list[RunningWorker]],
+    ) -> None:
+        self.settings = settings
+        self.probe = probe
+        self.host = host
+        self._running = running
+        self._idle_base_mb: float | None = None
+        self._base_read_at = 0.0
+
+    def base_mb(self) -> float:
+        """What the container holds besides the workers.
+
+        Inside a limiting cgroup that is read, not guessed: the container's working set minus the
+        workers' pool. Elsewhere it is the PSS of the API process and the zygote (the libraries both
+        map count once, as the kernel holds them once), measured while no worker runs: a worker
+        shares the zygote's pages and would make the zygote's PSS, and so the budget, swing with load.
+        """
+        pool_mb = self.host.pool_working_set_mb()
+        if pool_mb is not None and self.probe.from_cgroup and self.probe.cgroup is not None:
+            return max(0.0, self.probe.cgroup.working_set_bytes() / MB - pool_mb)
+        now = time.monotonic()
+        stale = now - self._base_read_at > BASE_REFRESH_S
+        if self._idle_base_mb is None or (stale and not self._running()):
+            self._idle_base_mb = pss_mb([os.getpid(), *self.host.zygote.pids()])
+            self._base_read_at = now
+        return self._idle_base_mb
+
+    def committed_mb(self) -> float:
+        """What running workers hold: each its reservation, or its usage where that is larger."""
+        return sum(max(w.reserved_mb, w.rss_mb) for w in self._running())
+
+    def usage(self, worker_pids: list[int] | None = None) -> Reading:
+        """Without a cgroup, PSS over our processes: pages workers share with the zygote count once."""
+        if worker_pids is None:
+            worker_pids = [pid for w in self._running() for pid in w.last_pids]
+        pids = [os.getpid(), *self.host.zygote.pids(), *worker_pids]
+        return self.probe.usage(lambda: pss_mb(pids))
+
+    def usage_mb(self, worker_pids: list[int]) -> float:
+        return self.usage(worker_pids).value_mb
+
+    def high_water_mb(self) -> float:
+        return self.probe.limit.value_mb * self.settings.container_high_water_pct / 100
+
+    def pool_limit_mb(self) -> float:
+        """The pool may use what the API and zygote leave, minus half the margin kept for their growth."""
+        return self.probe.limit.value_mb - self.base_mb() - self.settings.safety_margin_mb / 2
