@@ -32,7 +32,7 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def require_admin(
+async def require_admin(
     settings: ApiSettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
@@ -41,7 +41,7 @@ def require_admin(
         raise _unauthorized("missing or wrong admin token")
 
 
-def require_user(
+async def require_user(
     request: Request,
     settings: ApiSettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],

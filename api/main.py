@@ -49,9 +49,28 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _check_database() -> None:
+    """Open the database (creating its tables) before the port is bound: a deploy with a wrong
+    DATABASE_URL then fails with one line naming it (password masked) instead of serving."""
+    from sqlalchemy.engine import make_url
+
+    from supervisor.config import SupervisorSettings
+    from supervisor.errors import StoreUnavailableError
+    from supervisor.store import Store
+
+    url = SupervisorSettings().database()
+    try:
+        Store(url).close()
+    except StoreUnavailableError as exc:
+        shown = make_url(url).render_as_string(hide_password=True)  # as the user wrote it
+        print(f"memvisor: cannot use the database {shown}: {exc}; check DATABASE_URL", file=sys.stderr)
+        sys.exit(2)
+
+
 def serve() -> None:
     import uvicorn
 
+    _check_database()
     # uvicorn drains on SIGTERM, then re-raises the signal at the previous handler: make that a
     # clean exit, since a completed drain is a success (Render logs a signal death as a crash).
     signal.signal(signal.SIGTERM, _exit_cleanly)

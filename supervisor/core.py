@@ -56,7 +56,7 @@ RUNTIME_LIMITS = frozenset(
         "term_grace_s",
     }
 )
-PSS_GUARD_INTERVAL_S = 0.25
+PSS_GUARD_INTERVAL_S = 0.5
 TICK_S = 0.5  # the budget, and the pool's hard limit, are re-read this often
 EXIT_DRAIN_S = 5.0
 
@@ -194,17 +194,18 @@ class Supervisor:
 
     async def wait(self, task_id: str, wait_s: float) -> TaskRow:
         """The task once it is final, or as it is when ``wait_s`` runs out."""
-        queue = self.events.subscribe(task_id)
+        queue = self.events.subscribe(task_id)  # before reading, so that no change can slip between
         try:
             row = self.get(task_id)
             deadline = time.monotonic() + wait_s
             while row.state not in FINAL and (left := deadline - time.monotonic()) > 0:
                 try:
-                    await asyncio.wait_for(queue.get(), left)
+                    event = await asyncio.wait_for(queue.get(), left)
                 except TimeoutError:
                     break
-                row = self.get(task_id)
-            return row
+                if event.get("state") in FINAL:
+                    row = self.get(task_id)  # read once, when there is something final to read
+            return self.get(task_id) if row.state not in FINAL else row
         finally:
             self.events.unsubscribe(task_id, queue)
 

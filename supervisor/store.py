@@ -204,7 +204,9 @@ class Store:
         try:
             return work()
         except SQLAlchemyError as exc:
-            raise StoreUnavailableError(f"database unavailable: {type(exc).__name__}") from exc
+            cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            detail = f": {cause[0][:200]}" if cause else ""
+            raise StoreUnavailableError(f"database unavailable ({type(exc).__name__}{detail})") from exc
 
 
 def normalize_url(url: str) -> str:

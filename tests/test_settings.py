@@ -39,3 +39,23 @@ def test_bad_setting_is_refused_clearly(tmp_path: Path, variable: str, value: st
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "data").exists(), "a refused start changes nothing"
+
+
+def test_unreachable_database_stops_the_start_before_the_port_is_bound(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp_path / "data"),
+        "DATABASE_URL": "postgresql://u:s3cret@127.0.0.1:1/x",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "api"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "cannot use the database postgresql://u:***@127.0.0.1:1/x" in result.stderr
+    assert "s3cret" not in result.stderr and "Uvicorn running" not in result.stderr
