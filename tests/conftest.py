@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cgroup import LimitedCgroup, make_cgroup
 from tests.harness import Server, marked_pids
 from tests.postgres import PostgresServer
 
@@ -64,6 +65,16 @@ def database_url(request: pytest.FixtureRequest) -> str:
         return ""
     postgres: PostgresServer = request.getfixturevalue("postgres")
     return postgres.new_database()
+
+
+@pytest.fixture
+def render_cgroup() -> Iterator[LimitedCgroup]:
+    """A real 512 MB memory cgroup, as a Render starter instance has; skipped where none can be made."""
+    cgroup = make_cgroup(512)
+    if isinstance(cgroup, str):
+        pytest.skip(cgroup)
+    yield cgroup
+    cgroup.remove()
 
 
 @pytest.fixture

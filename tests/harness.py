@@ -88,6 +88,8 @@ class Server:
             "ENABLE_DIAGNOSTIC_TASKS": "true",
             "ADMIN_TOKEN": ADMIN_TOKEN,
             "LOG_LEVEL": "info",
+            # `make test` exports the OCR networks here once; every test server shares them.
+            "OCR_MODEL_DIR": os.environ.get("OCR_MODEL_DIR", str(ROOT / "data" / "models" / "ocr")),
             MARKER_VAR: self.marker,
             **(env or {}),
         }

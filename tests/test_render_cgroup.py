@@ -8,26 +8,16 @@ with a final state and, unless it succeeded, a reason.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.cgroup import LimitedCgroup, make_cgroup
+from tests.cgroup import LimitedCgroup
 from tests.harness import Server
 from tests.test_memory_enforcement import HealthProbe
 
 LIMIT_MB = 512
 FINAL = {"succeeded", "failed", "killed", "timed_out", "cancelled"}
-
-
-@pytest.fixture
-def render_cgroup() -> Iterator[LimitedCgroup]:
-    cgroup = make_cgroup(LIMIT_MB)
-    if isinstance(cgroup, str):
-        pytest.skip(cgroup)
-    yield cgroup
-    cgroup.remove()
 
 
 @pytest.mark.cgroup

@@ -1,0 +1,304 @@
+"""The ``ocr`` kind, for real: generated pages of known text, bad files, import weight, peak memory.
+
+Needs the OCR runtime (onnxruntime, numpy, opencv-python-headless, pillow) and, for the tests that
+read text, the models exported once with ``python -m workers.ocr.export --out DIR`` (found through
+OCR_MODEL_DIR, else DATA_DIR/models/ocr, else ./data/models/ocr). Without them those tests skip and say why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from workers.errors import TaskInputError
+from workers.ocr import OcrInput, run_ocr, settings
+from workers.registry import TaskContext, get_kind
+
+REPO = Path(__file__).resolve().parents[1]
+PEAK_LIMIT_MB = 400
+CHILD_DEADLINE_S = 900  # an A4 page takes ~20 s on 2 idle cores; CI machines may be far busier
+MAX_CER = 0.05
+
+for _module, _why in (
+    ("numpy", "numpy"),
+    ("PIL", "pillow"),
+    ("cv2", "opencv-python-headless"),
+    ("onnxruntime", "onnxruntime"),
+):
+    pytest.importorskip(_module, reason=f"the OCR runtime needs {_why}, which is not installed")
+
+from workers.ocr import samples  # noqa: E402  (needs pillow, checked above)
+
+
+def _models_dir() -> Path:
+    return settings.model_dir()
+
+
+def _require_models() -> Path:
+    model_dir = _models_dir()
+    if not (model_dir / settings.MANIFEST_FILE).is_file():
+        pytest.skip(
+            f"OCR models are not exported in {model_dir}: run "
+            f"`python -m workers.ocr.export --out {model_dir}` (needs torch, easyocr, onnx), "
+            "or set OCR_MODEL_DIR"
+        )
+    return model_dir
+
+
+class Progress:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+
+def _context(tmp_path: Path, model_dir: Path | None = None) -> tuple[TaskContext, Progress]:
+    spool = tmp_path / "spool"
+    spool.mkdir(exist_ok=True)
+    progress = Progress()
+    data_dir = tmp_path / "data"
+    if model_dir is not None:
+        # data_dir/models/ocr is where the kind looks when OCR_MODEL_DIR is unset.
+        (data_dir / "models").mkdir(parents=True, exist_ok=True)
+        link = data_dir / "models" / "ocr"
+        if not link.exists():
+            link.symlink_to(model_dir.resolve(), target_is_directory=True)
+    ctx = TaskContext(task_id="t-ocr", data_dir=data_dir, spool_dir=spool, send_progress=progress)
+    return ctx, progress
+
+
+def _run(ctx: TaskContext, name: str, **payload: Any) -> dict[str, Any]:
+    return run_ocr(OcrInput(file=name, **payload), ctx)
+
+
+# --- declaration and input model -------------------------------------------------------------------
+
+
+def test_kind_is_registered_with_its_limits() -> None:
+    spec = get_kind("ocr")
+    assert spec.input_model is OcrInput
+    assert spec.switch == "DISABLE_OCR"
+    assert spec.retriable
+    assert 0 < spec.estimate_mb <= spec.ceiling_mb <= 512
+
+
+def test_import_pulls_in_nothing_heavy() -> None:
+    code = (
+        "import json, sys; import workers.ocr; "
+        "print(json.dumps(sorted(m for m in ('torch', 'torchvision', 'easyocr', 'onnxruntime', 'numpy', "
+        "'PIL', 'cv2') if m in sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=_child_env(), capture_output=True, text=True,
+        timeout=60, check=True,
+    )  # fmt: skip
+    assert json.loads(out.stdout) == []
+
+
+@pytest.mark.parametrize("name", ["../x.png", "a/b.png", "a\\b.png", "..", ".", ""])
+def test_file_must_be_a_plain_name(name: str) -> None:
+    with pytest.raises(ValidationError):
+        OcrInput(file=name)
+
+
+def test_languages_default_to_english_and_only_offline_ones_pass() -> None:
+    assert OcrInput(file="p.png").languages == ["en"]
+    with pytest.raises(ValidationError, match="no offline OCR weights"):
+        OcrInput(file="p.png", languages=["en", "fr"])
+    with pytest.raises(ValidationError):
+        OcrInput(file="p.png", languages=[])
+
+
+# --- bad files: each one a TaskInputError, before any model is touched ----------------------------------
+
+
+def _png_bytes(width: int = 400, height: int = 120) -> bytes:
+    import io
+
+    page = samples.text_page(32, size=(width, height), margin_px=10)
+    buffer = io.BytesIO()
+    page.image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A valid-looking PNG of a few hundred bytes that declares width x height grey pixels."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    body = zlib.compress(b"\0" * 1024, 9)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", body) + _chunk(b"IEND", b"")
+
+
+def _corrupt_png() -> bytes:
+    data = bytearray(_png_bytes())
+    start = data.index(b"IDAT") + 4
+    for i in range(start + 2, min(start + 400, len(data) - 16)):
+        data[i] ^= 0x5A
+    return bytes(data)
+
+
+BAD_FILES: dict[str, Any] = {
+    "empty": lambda: b"",
+    "not-an-image": lambda: b"%PDF-1.4 this is not an image at all\n" * 20,
+    "png-signature-then-garbage": lambda: b"\x89PNG\r\n\x1a\n" + os.urandom(2000),
+    "corrupt-png-data": _corrupt_png,
+    "truncated-png": lambda: _png_bytes()[: len(_png_bytes()) // 2],
+    "bomb-100k-by-100k": lambda: _png_bomb(100_000, 100_000),
+    "bomb-just-over-the-limit": lambda: _png_bomb(8_000, 5_001),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_file_is_a_clear_input_error(tmp_path: Path, case: str) -> None:
+    ctx, _ = _context(tmp_path)
+    (ctx.spool_dir / "upload").write_bytes(BAD_FILES[case]())
+    with pytest.raises(TaskInputError) as info:
+        _run(ctx, "upload")
+    assert str(info.value)
+
+
+def test_missing_file_is_an_input_error(tmp_path: Path) -> None:
+    ctx, _ = _context(tmp_path)
+    with pytest.raises(TaskInputError, match="does not exist"):
+        _run(ctx, "nothing.png")
+
+
+def test_bomb_is_refused_from_the_header_without_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_bomb(100_000, 100_000))
+    code = textwrap.dedent(
+        f"""
+        import resource, sys
+        from pathlib import Path
+        from workers.errors import TaskInputError
+        from workers.ocr.imageio import load_image
+        try:
+            load_image(Path({str(path)!r}), 40_000_000, 12_000_000)
+        except TaskInputError as exc:
+            print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, exc)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=_child_env(), capture_output=True, text=True,
+        timeout=60, check=True,
+    )  # fmt: skip
+    peak_mb, message = out.stdout.split(" ", 1)
+    assert "the limit is 40,000,000 pixels" in message
+    assert int(peak_mb) < 300  # interpreter + numpy + PIL + cv2; decoding 10 GP would take 30 GB
+
+
+def test_large_image_is_reduced_to_the_working_size(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from workers.ocr.imageio import load_image
+
+    path = tmp_path / "big.png"
+    Image.new("L", (6000, 4000), 255).save(path)
+    loaded = load_image(path, max_pixels=40_000_000, work_pixels=6_000_000)
+    assert loaded.source_size == (6000, 4000)
+    assert loaded.grey.shape == (2000, 3000) and loaded.rgb.shape == (2000, 3000, 3)
+    assert loaded.scale == 2.0
+
+
+def test_missing_models_name_the_export_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OCR_MODEL_DIR", str(tmp_path / "no-models"))
+    ctx, _ = _context(tmp_path)
+    (ctx.spool_dir / "p.png").write_bytes(_png_bytes())
+    with pytest.raises(FileNotFoundError, match=r"python -m workers\.ocr\.export --out"):
+        _run(ctx, "p.png")
+
+
+# --- reading text ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("font_px", "size"), [(18, (1240, 420)), (48, (1240, 520))], ids=["small", "large"])
+def test_reads_known_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, font_px: int, size: Any) -> None:
+    model_dir = _require_models()
+    monkeypatch.delenv("OCR_MODEL_DIR", raising=False)
+    ctx, progress = _context(tmp_path, model_dir)
+    page = samples.text_page(font_px, size=size, seed=font_px)
+    page.image.save(ctx.spool_dir / "page.png")
+
+    result = _run(ctx, "page.png")
+
+    error_rate = samples.cer(result["text"], page.text)
+    assert error_rate < MAX_CER, f"CER {error_rate:.3f}:\n{result['text']}\n---\n{page.text}"
+    assert len(result["lines"]) >= len(page.lines)
+    for line in result["lines"]:
+        assert line["text"]
+        assert len(line["box"]) == 4 and all(len(point) == 2 for point in line["box"])
+        assert 0.0 <= line["confidence"] <= 1.0
+    assert [e["message"] for e in progress.events] == ["started", "decoded", "detected", "recognized"]
+    json.dumps(result)  # the result travels as JSON
+
+
+def test_detail_false_keeps_only_text(tmp_path: Path) -> None:
+    model_dir = _require_models()
+    ctx, _ = _context(tmp_path, model_dir)
+    samples.text_page(40, size=(800, 200), margin_px=20).image.save(ctx.spool_dir / "p.png")
+    result = _run(ctx, "p.png", detail=False)
+    assert result["lines"] and all(set(line) == {"text"} for line in result["lines"])
+
+
+def test_blank_image_has_no_text(tmp_path: Path) -> None:
+    from PIL import Image
+
+    model_dir = _require_models()
+    ctx, _ = _context(tmp_path, model_dir)
+    Image.new("RGB", (640, 480), "white").save(ctx.spool_dir / "blank.jpg")
+    assert _run(ctx, "blank.jpg") == {"text": "", "lines": []}
+
+
+# --- memory: the whole worker process on an A4 page ------------------------------------------------------
+
+
+_PEAK_CHILD = """
+import json, sys
+from pathlib import Path
+from workers.ocr import OcrInput, run_ocr, samples
+from workers.registry import TaskContext
+spool = Path(sys.argv[1])
+page = samples.text_page(18)
+page.image.save(spool / "a4.png")
+del page
+ctx = TaskContext(task_id="peak", data_dir=spool, spool_dir=spool, send_progress=lambda event: None)
+result = run_ocr(OcrInput(file="a4.png"), ctx)
+status = Path("/proc/self/status").read_text()
+peak_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+print(json.dumps({"peak_mb": peak_kb / 1024, "text": result["text"]}))
+"""
+
+
+@pytest.mark.timeout(CHILD_DEADLINE_S + 60)
+def test_a4_page_peak_rss_stays_under_400_mb(tmp_path: Path) -> None:
+    model_dir = _require_models()
+    env = _child_env()
+    env["OCR_MODEL_DIR"] = str(model_dir.resolve())
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_CHILD, str(tmp_path)], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=CHILD_DEADLINE_S, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["peak_mb"] <= PEAK_LIMIT_MB, f"peak {report['peak_mb']:.0f} MB"
+    assert samples.cer(report["text"], samples.text_page(18).text) < MAX_CER
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return env
