@@ -15,7 +15,7 @@ TEST_DEBS := chromium fonts-dejavu-core postgresql
 OCR_MODEL_DIR ?= data/models/ocr
 OCR_MODELS := $(OCR_MODEL_DIR)/manifest.json
 
-.PHONY: install models system-deps run test lint typecheck check clean
+.PHONY: install models system-deps run test bench lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ run: install models
 
 test: install models system-deps
 	OCR_MODEL_DIR=$(abspath $(OCR_MODEL_DIR)) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Under 15 minutes; BENCH_ARGS=--quick for a two-minute smoke run. Writes bench/results/.
+bench: install models
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[bench]'
+	OCR_MODEL_DIR=$(abspath $(OCR_MODEL_DIR)) $(BIN)/python -m bench --out bench/results $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check api supervisor workers tests bench

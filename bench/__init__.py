@@ -1,0 +1,1 @@
+"""Benchmarks of memvisor against its peers: ``python -m bench`` (see bench/cli.py)."""

@@ -1,0 +1,61 @@
+"""How much each scenario runs: the full suite (under 15 minutes on 2 cores) and a quick smoke run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    repeats: int  # of every repeated measurement (footprint, dispatch)
+    footprint_load_tasks: int  # no-op tasks run before the "after load" idle reading
+    dispatch_tasks: dict[int, int]  # concurrency -> most tasks timed per run
+    dispatch_run_s: float  # ... and no task started after this long (the slow peers)
+    dispatch_warmup_tasks: int
+    enforcement_repeats: int
+    enforcement_rates_mb_s: tuple[float, ...] = (100, 1000, 0)
+    enforcement_alloc_mb: int = 600
+    enforcement_ceiling_mb: int = 200
+    survival_s: float = 60
+    survival_clients: int = 6
+    ocr_runs: int = 3  # OCR tasks in a row on one service; the first is cold, the rest warm
+    ocr_plain_runs: int = 2  # fresh processes of the plain EasyOCR Reader
+    ocr_images: tuple[str, ...] = ("small",)  # names from bench/ocr_bench.py's IMAGES
+
+
+FULL = Plan(
+    name="full",
+    repeats=3,
+    footprint_load_tasks=100,
+    dispatch_tasks={1: 100, 8: 200, 32: 320},
+    dispatch_run_s=4.0,
+    dispatch_warmup_tasks=4,
+    enforcement_repeats=3,
+    survival_s=60,
+    ocr_runs=3,
+)
+QUICK = Plan(
+    name="quick",
+    repeats=1,
+    footprint_load_tasks=10,
+    dispatch_tasks={1: 10, 8: 16},
+    dispatch_run_s=1.0,
+    dispatch_warmup_tasks=2,
+    enforcement_repeats=1,
+    survival_s=10,
+    ocr_runs=2,
+    ocr_plain_runs=1,
+)
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where a run writes, and what it may use besides the project venv."""
+
+    out_dir: Path
+    work_dir: Path  # scratch: data dirs of the servers, logs, images (removed at the end)
+    extra_site: tuple[str, ...] = field(default=())  # appended to sys.path of baseline children only
+    ocr_model_dir: Path | None = None  # exported ONNX models of the ocr kind (OCR_MODEL_DIR)
+    repo: Path = Path(__file__).resolve().parent.parent
