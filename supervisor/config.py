@@ -23,6 +23,7 @@ class SupervisorSettings(BaseSettings):
     safety_margin_mb: float = Field(default=48.0, ge=0)
     poll_interval_ms: int = Field(default=50, ge=5, le=2000)
     fast_poll_interval_ms: int = Field(default=10, ge=1, le=2000)
+    min_poll_interval_ms: int = Field(default=2, ge=1, le=2000, description="for a tree growing fast")
     fast_poll_ratio: float = Field(default=0.75, gt=0, le=1, description="of the ceiling")
     container_high_water_pct: float = Field(default=94.0, ge=50, le=100)
     max_concurrency: int = Field(default=16, ge=1, le=1024)
@@ -48,6 +49,8 @@ class SupervisorSettings(BaseSettings):
             )
         if self.fast_poll_interval_ms > self.poll_interval_ms:
             raise ValueError("FAST_POLL_INTERVAL_MS must not exceed POLL_INTERVAL_MS")
+        if self.min_poll_interval_ms > self.fast_poll_interval_ms:
+            raise ValueError("MIN_POLL_INTERVAL_MS must not exceed FAST_POLL_INTERVAL_MS")
         return self
 
     def database(self) -> str:

@@ -48,6 +48,7 @@ RUNTIME_LIMITS = frozenset(
     {
         "poll_interval_ms",
         "fast_poll_interval_ms",
+        "min_poll_interval_ms",
         "fast_poll_ratio",
         "safety_margin_mb",
         "container_high_water_pct",

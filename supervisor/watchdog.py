@@ -5,7 +5,7 @@ It runs apart from the event loop so that a busy loop never delays a kill. Each 
   whose task cgroup saw a kernel OOM kill;
 - escalates SIGTERM to SIGKILL after the grace period, and enforces timeouts and start deadlines;
 - guards the container: above the high-water mark it kills one victim (reason container_pressure).
-It samples faster while any worker is near its ceiling.
+It samples faster while a worker is near its ceiling, and faster still while one grows towards it.
 """
 
 from __future__ import annotations
@@ -74,16 +74,24 @@ class Watchdog:
         with self._lock:
             workers = list(self._workers.values())
         parents = parent_map() if any(w.cgroup is None for w in workers) else None
-        nearest = 0.0
         for worker in workers:
-            nearest = max(nearest, self._check(worker, parents))
+            self._check(worker, parents)
         self._guard(workers)
         self.rounds += 1
-        fast = nearest >= self.settings.fast_poll_ratio
-        return (self.settings.fast_poll_interval_ms if fast else self.settings.poll_interval_ms) / 1000
+        return self._next_interval_s(workers)
 
-    def _check(self, worker: RunningWorker, parents: dict[int, int] | None) -> float:
-        """Enforce one worker's limits; returns its usage as a fraction of its ceiling."""
+    def _next_interval_s(self, workers: list[RunningWorker]) -> float:
+        """Slow while nothing is near its ceiling; faster near one; and, for a tree growing fast,
+        about half the time it would take to reach its ceiling, so that it is caught near it."""
+        interval_s = self.settings.poll_interval_ms / 1000
+        for worker in workers:
+            if worker.rss_mb >= worker.ceiling_mb * self.settings.fast_poll_ratio:
+                interval_s = min(interval_s, self.settings.fast_poll_interval_ms / 1000)
+            interval_s = min(interval_s, worker.seconds_to_ceiling() / 2)
+        return max(interval_s, self.settings.min_poll_interval_ms / 1000)
+
+    def _check(self, worker: RunningWorker, parents: dict[int, int] | None) -> None:
+        """Enforce one worker's limits."""
         worker.last_pids = worker.tree_pids(parents)
         worker.observe(rss_mb(worker.last_pids))
         if worker.rss_mb >= worker.ceiling_mb or _kernel_oom(worker):
@@ -97,7 +105,6 @@ class Watchdog:
                 )
             worker.kill(Reason.MEMORY_CEILING)
         self._enforce_time(worker)
-        return worker.rss_mb / worker.ceiling_mb
 
     def _enforce_time(self, worker: RunningWorker) -> None:
         now = time.monotonic()

@@ -40,6 +40,8 @@ class RunningWorker:
     term_sent_mono: float | None = None
     sigkill_sent: bool = False
     last_pids: list[int] = field(default_factory=list)
+    growth_mb_s: float = 0.0
+    _observed_mono: float | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -53,9 +55,19 @@ class RunningWorker:
         if self.kill_reason is not None:
             signal_tree(self, signal.SIGKILL)
 
-    def observe(self, rss_mb: float) -> None:
+    def observe(self, rss_mb: float, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if self._observed_mono is not None and now > self._observed_mono:
+            self.growth_mb_s = max(0.0, (rss_mb - self.rss_mb) / (now - self._observed_mono))
+        self._observed_mono = now
         self.rss_mb = rss_mb
         self.peak_rss_mb = max(self.peak_rss_mb, rss_mb)
+
+    def seconds_to_ceiling(self) -> float:
+        """At the growth rate of the last two samples; infinite for a tree that is not growing."""
+        if self.growth_mb_s <= 0:
+            return float("inf")
+        return max(0.0, self.ceiling_mb - self.rss_mb) / self.growth_mb_s
 
     def mark(self, reason: Reason) -> bool:
         """Record why the worker is being stopped, before any signal is sent; the first reason wins."""

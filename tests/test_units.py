@@ -15,6 +15,8 @@ from supervisor.memory import descendants, parent_map
 from supervisor.states import FINAL, Reason, State, is_legal
 from supervisor.store import Store, TaskRow
 from supervisor.verdict import Ending, judge, should_retry
+from supervisor.watchdog import Watchdog
+from supervisor.worker import RunningWorker
 from workers import protocol
 from workers.errors import ProtocolError
 from workers.registry import KindSpec
@@ -143,3 +145,32 @@ def test_descendants_walks_the_whole_tree() -> None:
 def test_settings_refuse_several_uvicorn_workers() -> None:
     with pytest.raises(ValueError, match="WEB_CONCURRENCY=2"):
         SupervisorSettings(web_concurrency=2)
+
+
+def _worker(rss_mb: float, growth_mb_s: float, ceiling_mb: float = 200) -> RunningWorker:
+    worker = RunningWorker("t", "k", 1, b"t:1", ceiling_mb, 50, 60, False, 1)
+    worker.rss_mb, worker.growth_mb_s = rss_mb, growth_mb_s
+    return worker
+
+
+def test_watchdog_samples_faster_as_a_tree_nears_its_ceiling() -> None:
+    settings = SupervisorSettings(poll_interval_ms=50, fast_poll_interval_ms=10, min_poll_interval_ms=2)
+    dog = Watchdog(settings, lambda pids: 0.0, lambda: 1e9)
+    assert dog._next_interval_s([]) == 0.05
+    assert dog._next_interval_s([_worker(40, 0)]) == 0.05
+    assert dog._next_interval_s([_worker(160, 0)]) == 0.01, "past 75 % of the ceiling"
+    assert dog._next_interval_s([_worker(100, 1000)]) == pytest.approx(0.05), "100 MB left at 1 GB/s"
+    assert dog._next_interval_s([_worker(180, 1000)]) == pytest.approx(0.01)
+    assert dog._next_interval_s([_worker(199, 1000)]) == 0.002, "never below the floor"
+
+
+def test_growth_is_measured_between_samples() -> None:
+    worker = _worker(0, 0)
+    worker.observe(10, now=100.0)
+    assert worker.seconds_to_ceiling() == float("inf")
+    worker.observe(60, now=100.05)  # 50 MB in 50 ms: 1 GB/s
+    assert worker.growth_mb_s == pytest.approx(1000)
+    assert worker.seconds_to_ceiling() == pytest.approx(0.14)
+    worker.observe(50, now=100.1)
+    assert worker.seconds_to_ceiling() == float("inf"), "a shrinking tree is not heading anywhere"
+    assert worker.peak_rss_mb == 60

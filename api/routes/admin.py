@@ -27,6 +27,7 @@ class LimitsPatch(BaseModel):
 
     poll_interval_ms: int | None = Field(default=None, ge=5, le=2000)
     fast_poll_interval_ms: int | None = Field(default=None, ge=1, le=2000)
+    min_poll_interval_ms: int | None = Field(default=None, ge=1, le=2000)
     fast_poll_ratio: float | None = Field(default=None, gt=0, le=1)
     safety_margin_mb: float | None = Field(default=None, ge=0)
     container_high_water_pct: float | None = Field(default=None, ge=50, le=100)
