@@ -22,6 +22,11 @@ from tests.harness import ROOT
         ("ADMIN_TOKEN", "short", "ADMIN_TOKEN: String should have at least 8 characters"),
         ("SUPABASE_JWKS", "notjson", "SUPABASE_JWKS: Value error, not JSON"),
         ("FAST_POLL_INTERVAL_MS", "500", "FAST_POLL_INTERVAL_MS must not exceed POLL_INTERVAL_MS"),
+        (
+            "LLM_BASE_URL",
+            "https://llm.example/v1",
+            "kind 'agent': LLM_MODEL must be set when LLM_BASE_URL is",
+        ),
     ],
 )
 def test_bad_setting_is_refused_clearly(tmp_path: Path, variable: str, value: str, message: str) -> None:

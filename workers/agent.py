@@ -306,6 +306,7 @@ def run_agent(payload: AgentInput, ctx: TaskContext, settings: AgentSettings) ->
     timeout_s=180,
     retriable=True,
     switch="DISABLE_AGENTS",
+    check=AgentSettings,  # the LLM_* settings, checked when the service starts
 )
 def agent(payload: AgentInput, ctx: TaskContext) -> dict[str, Any]:
     """Answer a question from a collection's passages (and an attached image's text), with sources."""

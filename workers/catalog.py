@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from pydantic import ValidationError
 
 from workers.config import BUILTIN_MODULES, DIAGNOSTIC_MODULE, KindSettings
 from workers.errors import ConfigError, KindDisabledError, UnknownKindError
@@ -53,7 +56,20 @@ def load_catalog(settings: KindSettings) -> Catalog:
     kinds = {n: s for n, s in all_kinds().items() if _from_any(s.module, modules)}
     switches = settings.disabled_switches()
     disabled = {n: s.switch for n, s in kinds.items() if s.switch in switches and s.switch}
+    for name, spec in kinds.items():
+        if spec.check is not None and name not in disabled:
+            _check(name, spec.check)
     return Catalog(kinds=kinds, disabled=disabled, modules=tuple(modules))
+
+
+def _check(name: str, check: Callable[[], object]) -> None:
+    try:
+        check()
+    except ValidationError as exc:
+        reasons = "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())
+        raise ConfigError(f"kind {name!r}: {reasons}") from None
+    except ValueError as exc:
+        raise ConfigError(f"kind {name!r}: {exc}") from None
 
 
 def _import_optional(module: str) -> bool:

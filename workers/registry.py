@@ -51,6 +51,7 @@ class KindSpec:
     switch: str | None
     module: str
     description: str
+    check: Callable[[], object] | None = None
 
 
 _KINDS: dict[str, KindSpec] = {}
@@ -65,12 +66,15 @@ def task_kind(
     timeout_s: float = 60.0,
     retriable: bool = False,
     switch: str | None = None,
+    check: Callable[[], object] | None = None,
 ) -> Callable[[TaskFn], TaskFn]:
     """Declare a task kind.
 
     ``estimate_mb`` is the expected peak of the worker's whole process tree (the admission controller
     starts from it and then learns from observed peaks); ``ceiling_mb`` is where the worker is killed.
-    ``switch`` names the setting that disables the kind (e.g. ``DISABLE_OCR``).
+    ``switch`` names the setting that disables the kind (e.g. ``DISABLE_OCR``). ``check`` is called
+    at startup when the kind is enabled (e.g. to validate its own settings): a ValueError it raises
+    stops the service with its message, instead of failing the kind's first task.
     """
     if not 0 < estimate_mb <= ceiling_mb:
         raise ValueError(f"kind {name}: need 0 < estimate_mb <= ceiling_mb")
@@ -89,6 +93,7 @@ def task_kind(
             switch=switch,
             module=fn.__module__,
             description=(fn.__doc__ or "").strip().split("\n")[0],
+            check=check,
         )
         return fn
 
