@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from supervisor.memory import MB, PAGE_BYTES
+from supervisor.memory import MB, PAGE_BYTES, own_cgroup
 
 
 def rollup_mb(pid: int) -> dict[str, float]:
@@ -47,15 +47,8 @@ def comm(pid: int) -> str:
 
 def memory_cgroup_dir(pid: int) -> Path | None:
     """The v1 memory cgroup directory a process is in, or None."""
-    try:
-        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, rel = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            return Path("/sys/fs/cgroup/memory") / rel.lstrip("/")
-    return None
+    group = own_cgroup(pid)
+    return group.path if group is not None and group.version == 1 else None
 
 
 def cgroup_bytes(directory: Path, name: str) -> int | None:

@@ -6,11 +6,13 @@ their children, so a test can prove that no process of its run is left behind.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +25,25 @@ ROOT = Path(__file__).resolve().parent.parent
 MARKER_VAR = "MEMVISOR_TEST_RUN"
 ADMIN_TOKEN = "test-admin-token"
 T = TypeVar("T")
+
+
+def run_fresh(
+    script: str, env_extra: dict[str, str] | None = None, drop: tuple[str, ...] = (), timeout_s: float = 180
+) -> dict[str, Any]:
+    """Run ``script`` in a fresh interpreter (as a worker is) and return the JSON it prints last."""
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update({"PYTHONPATH": str(ROOT), "MALLOC_ARENA_MAX": "2", **(env_extra or {})})
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
 def free_port() -> int:

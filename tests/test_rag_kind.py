@@ -6,17 +6,14 @@ run them in fresh processes, as the supervisor's workers would.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
+
+from tests import harness
 
 for _module in (
     "chromadb",
@@ -106,19 +103,7 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_fresh(script: str, env_extra: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run ``script`` in a fresh interpreter (as a worker would) and return the JSON it prints last."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MALLOC_ARENA_MAX": "2", **(env_extra or {})}
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=PROCESS_DEADLINE_S,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return harness.run_fresh(script, env_extra, timeout_s=PROCESS_DEADLINE_S)
 
 
 # ---------------------------------------------------------------------------------------------------
