@@ -22,7 +22,16 @@ SAMPLES = 5
 SAMPLE_EVERY_S = 0.2
 AIM_MB = 80.0
 SEED_TIMEOUT_S = 600
-FIGURES = ("api_rss_mb", "api_pss_mb", "zygote_rss_mb", "zygote_pss_mb", "sum_rss_mb", "sum_pss_mb")
+FIGURES = (
+    "api_rss_mb",
+    "api_pss_mb",
+    "zygote_rss_mb",
+    "zygote_pss_mb",
+    "spare_rss_mb",
+    "spare_pss_mb",
+    "sum_rss_mb",
+    "sum_pss_mb",
+)
 
 
 def run(plan: Plan, ctx: Context) -> dict[str, Any]:
@@ -61,19 +70,24 @@ def _sample(srv: Server, group: LimitedCgroup | str) -> dict[str, float]:
 
 
 def _reading(srv: Server, group: LimitedCgroup | str) -> dict[str, float] | None:
-    """Both processes' RSS and PSS; the zygote is looked up each time (it may have been restarted)."""
+    """RSS and PSS of the API process, the zygote and the idle spare workers; the zygote is looked
+    up each time (it may have been restarted). RSS counts the pages a spare shares with the zygote
+    twice; PSS splits them."""
     assert srv.proc is not None
     api, zygote = rollup_mb(srv.proc.pid), rollup_mb(srv.zygote_pid() or 0)
     if not api or not zygote:
         return None
+    spares = [rollup_mb(pid) for pid in srv.spare_pids()]
     reading = {
         "api_rss_mb": api["rss_mb"],
         "api_pss_mb": api["pss_mb"],
         "zygote_rss_mb": zygote["rss_mb"],
         "zygote_pss_mb": zygote["pss_mb"],
-        "sum_rss_mb": api["rss_mb"] + zygote["rss_mb"],
-        "sum_pss_mb": api["pss_mb"] + zygote["pss_mb"],
+        "spare_rss_mb": sum(s.get("rss_mb", 0.0) for s in spares),
+        "spare_pss_mb": sum(s.get("pss_mb", 0.0) for s in spares),
     }
+    reading["sum_rss_mb"] = reading["api_rss_mb"] + reading["zygote_rss_mb"] + reading["spare_rss_mb"]
+    reading["sum_pss_mb"] = reading["api_pss_mb"] + reading["zygote_pss_mb"] + reading["spare_pss_mb"]
     if isinstance(group, LimitedCgroup):
         cgroup = Cgroup(1, group.path)
         reading["container_usage_mb"] = int(group.read("memory.usage_in_bytes")) / MB

@@ -173,12 +173,13 @@ def _dispatch(data: dict[str, Any]) -> Any:
 def _footprint(data: dict[str, Any]) -> Any:
     summary = data["summary"]
     idle, seed = summary["idle"], summary["seed"]
-    labels = ["API process", "zygote", "API + zygote", "seed process"]
+    labels = ["API process", "zygote", "spare", "API + zygote\n+ spare", "seed process"]
     figure, ax = plt.subplots(figsize=(9, 5))
     for n, kind in enumerate(("rss", "pss")):
         values = [
             idle[f"api_{kind}_mb"]["median"],
             idle[f"zygote_{kind}_mb"]["median"],
+            idle[f"spare_{kind}_mb"]["median"],
             idle[f"sum_{kind}_mb"]["median"],
             seed[f"{kind}_mb"]["median"],
         ]

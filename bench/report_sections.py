@@ -74,12 +74,12 @@ def _summary(results: dict[str, Any], key: str) -> dict[str, Any] | None:
 def _footprint_aims(results: dict[str, Any]) -> list[list[str]]:
     s = _summary(results, "footprint")
     if not s:
-        return [["1 footprint", "not measured", "API + zygote <= 80 MB", "n/a"]]
+        return [["1 footprint", "not measured", "API + zygote + spare <= 80 MB", "n/a"]]
     rss, pss = cell(s["idle"]["sum_rss_mb"]), cell(s["idle"]["sum_pss_mb"])
     seed = f"seed process {cell(s['seed']['rss_mb'])} MB RSS"
     return [
-        ["1 footprint", f"API + zygote idle RSS {rss} MB", "<= 80 MB", verdict(s["aim_met_rss"])],
-        ["1 footprint", f"API + zygote idle PSS {pss} MB", "<= 80 MB", verdict(s["aim_met_pss"])],
+        ["1 footprint", f"API + zygote + spare idle RSS {rss} MB", "<= 80 MB", verdict(s["aim_met_rss"])],
+        ["1 footprint", f"API + zygote + spare idle PSS {pss} MB", "<= 80 MB", verdict(s["aim_met_pss"])],
         ["1 footprint", seed, "(baseline)", f"{times(s['ratio_seed_to_service_rss'])} ours"],
     ]
 
@@ -131,14 +131,20 @@ def footprint(data: dict[str, Any]) -> str:
     rows = [
         ["API process, idle", cell(idle["api_rss_mb"]), cell(idle["api_pss_mb"]), ""],
         ["zygote, idle", cell(idle["zygote_rss_mb"]), cell(idle["zygote_pss_mb"]), ""],
-        ["**API + zygote, idle**", cell(idle["sum_rss_mb"]), cell(idle["sum_pss_mb"]), "x1.00"],
-        [f"API + zygote, idle after {n} tasks", cell(loaded["sum_rss_mb"]), cell(loaded["sum_pss_mb"]), ""],
+        ["spare worker(s), idle", cell(idle["spare_rss_mb"]), cell(idle["spare_pss_mb"]), ""],
+        ["**API + zygote + spare, idle**", cell(idle["sum_rss_mb"]), cell(idle["sum_pss_mb"]), "x1.00"],
+        [f"the same, idle after {n} tasks", cell(loaded["sum_rss_mb"]), cell(loaded["sum_pss_mb"]), ""],
         ["container working set, idle (cgroup)", cell(idle["container_working_set_mb"]), "", ""],
         ["**seed: one process importing the stack**", cell(seed["rss_mb"]), cell(seed["pss_mb"]), ratios],
     ]
-    return "\n\n".join(
-        [table(["process", "RSS MB", "PSS MB", "seed / ours"], rows), _seed_note(s), _seed_steps(s)]
-    )
+    head = table(["process", "RSS MB", "PSS MB", "seed / ours"], rows)
+    return "\n\n".join([head, SPARE_NOTE, _seed_note(s), _seed_steps(s)])
+
+
+SPARE_NOTE = (
+    "The spare is a worker forked ahead of need (`SPARE_WORKERS`, default 1); RSS counts the pages it "
+    "shares with the zygote twice, PSS splits them."
+)
 
 
 def _seed_note(s: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from supervisor.config import SupervisorSettings
 from supervisor.container import ContainerProbe, Reading
 from supervisor.host import WorkerHost
 from supervisor.memory import MB, pss_mb
+from supervisor.spares import Spares
 from supervisor.worker import RunningWorker
 
 BASE_REFRESH_S = 1.0
@@ -23,11 +24,13 @@ class Accounting:
         probe: ContainerProbe,
         host: WorkerHost,
         running: Callable[[], list[RunningWorker]],
+        spares: Spares,
     ) -> None:
         self.settings = settings
         self.probe = probe
         self.host = host
         self._running = running
+        self._spares = spares
         self._idle_base_mb: float | None = None
         self._base_read_at = 0.0
 
@@ -38,6 +41,7 @@ class Accounting:
         workers' pool. Elsewhere it is the PSS of the API process and the zygote (the libraries both
         map count once, as the kernel holds them once), measured while no worker runs: a worker
         shares the zygote's pages and would make the zygote's PSS, and so the budget, swing with load.
+        Spares always share them, so they are in the sum.
         """
         pool_mb = self.host.pool_working_set_mb()
         if pool_mb is not None and self.probe.from_cgroup and self.probe.cgroup is not None:
@@ -45,19 +49,20 @@ class Accounting:
         now = time.monotonic()
         stale = now - self._base_read_at > BASE_REFRESH_S
         if self._idle_base_mb is None or (stale and not self._running()):
-            self._idle_base_mb = pss_mb([os.getpid(), *self.host.zygote.pids()])
+            self._idle_base_mb = pss_mb([os.getpid(), *self.host.zygote.pids(), *self._spares.pids()])
             self._base_read_at = now
         return self._idle_base_mb
 
     def committed_mb(self) -> float:
-        """What running workers hold: each its reservation, or its usage where that is larger."""
-        return sum(max(w.reserved_mb, w.rss_mb) for w in self._running())
+        """What workers hold: each running one its reservation, or its usage where that is larger,
+        and each spare its own small share."""
+        return sum(max(w.reserved_mb, w.rss_mb) for w in self._running()) + self._spares.reserved_mb()
 
     def usage(self, worker_pids: list[int] | None = None) -> Reading:
         """Without a cgroup, PSS over our processes: pages workers share with the zygote count once."""
         if worker_pids is None:
             worker_pids = [pid for w in self._running() for pid in w.last_pids]
-        pids = [os.getpid(), *self.host.zygote.pids(), *worker_pids]
+        pids = [os.getpid(), *self.host.zygote.pids(), *self._spares.pids(), *worker_pids]
         return self.probe.usage(lambda: pss_mb(pids))
 
     def usage_mb(self, worker_pids: list[int]) -> float:

@@ -76,6 +76,12 @@ class Admission:
     def learn(self, kind: str, peaks: list[float]) -> None:
         self._peaks[kind] = peaks
 
+    def observe(self, kind: str, peak_mb: float) -> list[float]:
+        """Add an observed peak, keeping the newest ``estimate_history``; returns the kept list."""
+        peaks = [*self._peaks.get(kind, []), round(peak_mb, 1)][-self.settings.estimate_history :]
+        self._peaks[kind] = peaks
+        return peaks
+
 
 @dataclass(frozen=True)
 class Plan:

@@ -3,6 +3,7 @@
     <service cgroup>            the container (e.g. 512 MB)
       memvisor-<pid>/           pool: every worker; its limit keeps the API's share out of reach
         task-<id>-<attempt>/    one worker's tree; its limit is the worker's ceiling
+        task-spare-<id>-0/      a spare's, limited when a task takes the spare
 
 Polling cannot stop a process that allocates a gigabyte between two samples; the kernel can. An OOM
 inside a task cgroup is counted there (and reported as memory_ceiling), an OOM in the pool is
@@ -56,17 +57,22 @@ class WorkerCgroups:
     def set_pool_limit(self, limit_mb: float) -> None:
         _write_limit(self.pool.path, limit_mb)
 
-    def add(self, name: str, limit_mb: float) -> Cgroup | None:
-        """A task cgroup limited to ``limit_mb``; the worker joins it itself, first thing after fork."""
+    def add(self, name: str, limit_mb: float | None) -> Cgroup | None:
+        """A task cgroup limited to ``limit_mb`` (None: the pool's limit until ``set_limit``); the
+        worker joins it itself, first thing after fork."""
         path = self.pool.path / name
         try:
             path.mkdir(exist_ok=True)
-            _write_limit(path, limit_mb)
+            if limit_mb is not None:
+                _write_limit(path, limit_mb)
         except OSError as exc:
             log.warning("no task cgroup %s (%s); watchdog only", name, exc)
             _rmdir(path)
             return None
         return Cgroup(1, path)
+
+    def set_limit(self, group: Cgroup, limit_mb: float) -> None:
+        _write_limit(group.path, limit_mb)
 
     def remove(self, group: Cgroup) -> None:
         """Kill whatever is left in the group (escaped grandchildren included), then remove it."""

@@ -33,6 +33,7 @@ from supervisor.errors import (
 )
 from supervisor.events import EventHub
 from supervisor.host import WorkerHost
+from supervisor.spares import Spare, Spares
 from supervisor.states import FINAL, Reason, State
 from supervisor.store import Store, TaskRow, as_utc, utcnow
 from supervisor.verdict import Ending, Verdict, exit_fields, judge, should_retry
@@ -80,7 +81,14 @@ class Supervisor:
         self.host = WorkerHost(catalog.modules, settings.worker_cgroups)
         self.zygote = self.host.zygote
         self.broker = Broker(self._on_message, settings.runtime_dir)
-        self.accounting = Accounting(settings, self.probe, self.host, self.workers)
+        self.spares = Spares(
+            self.host,
+            self.broker.endpoint,
+            settings.worker_threads,
+            settings.spare_workers,
+            settings.worker_start_timeout_s,
+        )
+        self.accounting = Accounting(settings, self.probe, self.host, self.workers, self.spares)
         self.admission = admission_mod.Admission(
             settings, self.probe, self.accounting.base_mb, self.store.peaks()
         )
@@ -98,6 +106,7 @@ class Supervisor:
         self._loops: list[asyncio.Task[None]] = []
         self._finishing: set[asyncio.Task[Any]] = set()
         self._unsaved: list[Callable[[], None]] = []  # outcomes to write once the database is back
+        self._unsaved_peaks: dict[str, list[float]] = {}
 
     # ----- lifecycle -------------------------------------------------------------------------
 
@@ -105,6 +114,7 @@ class Supervisor:
         self.settings.spool_dir().mkdir(parents=True, exist_ok=True)
         self.broker.start()
         await self.host.start()
+        self.spares.refill()
         self._recover()
         self.host.set_pool_limit(self.accounting.pool_limit_mb())
         self.watchdog.start()
@@ -123,6 +133,7 @@ class Supervisor:
     async def stop(self) -> None:
         """Stop admitting; let running tasks finish until the drain deadline; interrupt the rest."""
         self.draining = self._stopping = True
+        await self.spares.close()
         if self._running:
             log.info(
                 "draining %d running task(s), up to %.0f s", len(self._running), self.settings.drain_timeout_s
@@ -136,6 +147,7 @@ class Supervisor:
         for loop_task in self._loops:
             loop_task.cancel()
         self.watchdog.stop()
+        self._save_peaks()
         await self.broker.close()
         await self.host.stop()
         self.store.close()
@@ -309,8 +321,10 @@ class Supervisor:
         while True:
             await asyncio.sleep(TICK_S)
             self._save_unsaved()
+            self._save_peaks()
             if not self.draining:
                 await self.host.ensure()
+                self.spares.refill()
             self.host.set_pool_limit(self.accounting.pool_limit_mb())
             self._wake.set()
 
@@ -375,11 +389,12 @@ class Supervisor:
             reason=None,
         ):
             return  # cancelled meanwhile
+        spare = self.spares.take(ceiling_mb)
         worker = RunningWorker(
             task_id=row.id,
             kind=row.kind,
             attempt=attempt,
-            routing_id=protocol.routing_id(row.id, attempt),
+            routing_id=spare.routing_id if spare else protocol.routing_id(row.id, attempt),
             ceiling_mb=ceiling_mb,
             reserved_mb=need_mb,
             timeout_s=row.timeout_s,
@@ -391,7 +406,7 @@ class Supervisor:
         self._running[worker.routing_id] = worker
         self._idle.clear()
         try:
-            await self._fork(worker)
+            await self._fork(worker, spare)
         except Exception as exc:
             log.exception("task %s: could not start a worker", row.id)
             self._forget(worker)
@@ -410,8 +425,11 @@ class Supervisor:
             ceiling_mb,
         )
 
-    async def _fork(self, worker: RunningWorker) -> None:
-        process = await self.host.spawn(worker, self.broker.endpoint, self.settings.worker_threads)
+    async def _fork(self, worker: RunningWorker, spare: Spare | None) -> None:
+        if spare is not None and spare.process is not None:  # forked, connected and waiting already
+            process, worker.cgroup, worker.ready_pid = spare.process, spare.cgroup, spare.ready_pid
+        else:
+            process = await self.host.spawn(worker, self.broker.endpoint, self.settings.worker_threads)
         worker.started(process.pid)  # signals a kill recorded during the fork
         self._send_task(worker)  # its ready may have arrived before the zygote's reply
         self.watchdog.add(worker)
@@ -424,6 +442,10 @@ class Supervisor:
 
     def _on_message(self, routing_id: bytes, msg: dict[str, Any]) -> None:
         worker = self._running.get(routing_id)
+        if worker is None and self.spares.owns(routing_id):
+            if msg["type"] == protocol.READY:
+                self.spares.on_ready(routing_id, msg.get("pid"))
+            return
         if worker is None:
             log.warning("message from unknown worker %r dropped", routing_id[:64])
             return
@@ -475,7 +497,7 @@ class Supervisor:
         exitcode = end.exitcode
         worker.peak_rss_mb = max(worker.peak_rss_mb, end.maxrss_mb)
         self.watchdog.remove(worker)
-        task_oom = await self.host.release(worker)
+        task_oom = self.host.task_oom(worker)
         if task_oom:
             worker.peak_rss_mb = max(worker.peak_rss_mb, worker.ceiling_mb)
         ending = Ending(
@@ -494,14 +516,17 @@ class Supervisor:
             "worker_pid": worker.pid,
         }
         retry = should_retry(verdict, worker.retriable, worker.attempt, worker.max_attempts)
+        self._learn(worker)
         try:
             self._end(worker.task_id, verdict, retry, fields)
-            self._learn(worker)
         except StoreUnavailableError as exc:
             # The answer is kept, not lost: it is written as soon as the database is back.
             log.warning("task %s: outcome not yet saved (%s); retrying", worker.task_id, exc)
             self._unsaved.append(lambda: self._end(worker.task_id, verdict, retry, fields))
         finally:
+            # The answer is out; removing the cgroup (slow while a spare is attached elsewhere) is off
+            # its path. The reservation is held until then: escaped grandchildren die there.
+            await self.host.release(worker)
             self._forget(worker)
         log.info(
             "task %s pid %d: %s%s, peak %.0f MB, exit %s",
@@ -559,10 +584,18 @@ class Supervisor:
         return ok
 
     def _learn(self, worker: RunningWorker) -> None:
-        if worker.peak_rss_mb <= 0:
-            return
-        peaks = self.store.record_peak(worker.kind, worker.peak_rss_mb, self.settings.estimate_history)
-        self.admission.learn(worker.kind, peaks)
+        """Admission learns at once; the database hears of it on the next tick, off the task's path."""
+        if worker.peak_rss_mb > 0:
+            self._unsaved_peaks[worker.kind] = self.admission.observe(worker.kind, worker.peak_rss_mb)
+
+    def _save_peaks(self) -> None:
+        for kind, peaks in list(self._unsaved_peaks.items()):
+            try:
+                self.store.save_peaks(kind, peaks)
+            except StoreUnavailableError:
+                return
+            if self._unsaved_peaks.get(kind) is peaks:
+                del self._unsaved_peaks[kind]
 
     def _publish(self, task_id: str, state: State, **fields: Any) -> None:
         self.events.publish(task_id, {"event": "state", "state": str(state), **fields})
@@ -585,6 +618,7 @@ class Supervisor:
             "high_water_mb": round(self.accounting.high_water_mb(), 1),
             "container_oom_kills": self.probe.oom_kills(),
             "worker_cgroups": self.host.cgroups is not None,
+            "spare_workers": self.spares.pids(),
             "estimates_mb": {
                 name: round(self.admission.estimate_mb(spec), 1) for name, spec in self.catalog.kinds.items()
             },

@@ -10,9 +10,12 @@ import asyncio
 import logging
 
 from supervisor.cgroups import WorkerCgroups
-from supervisor.memory import MB
+from supervisor.memory import MB, Cgroup
 from supervisor.worker import RunningWorker
 from supervisor.zygote import WorkerProcess, Zygote, ZygoteLostError
+from workers import protocol
+
+SPARE_ATTEMPT = 0  # a spare's identity is its own, not a task's: no attempt of any task is 0
 
 log = logging.getLogger(__name__)
 
@@ -51,31 +54,69 @@ class WorkerHost:
 
     async def spawn(self, worker: RunningWorker, endpoint: str, threads: int) -> WorkerProcess:
         """Fork the worker, inside its own cgroup (limited to its ceiling) where there is one."""
-        if self.cgroups is not None:
-            name = f"task-{worker.routing_id.decode().replace(':', '-')}"
-            worker.cgroup = self.cgroups.add(name, worker.ceiling_mb)
-        cgroup = str(worker.cgroup.path) if worker.cgroup else None
+        worker.cgroup = self._new_cgroup(worker.routing_id, worker.ceiling_mb)
         try:
-            return await self.zygote.fork(worker.task_id, worker.attempt, endpoint, threads, cgroup)
+            return await self._fork(worker.task_id, worker.attempt, worker.cgroup, endpoint, threads)
         except BaseException:
             self.discard(worker)
             raise
 
-    async def release(self, worker: RunningWorker) -> bool:
-        """Remove the worker's cgroup; True if the kernel OOM-killed inside it (its ceiling)."""
+    async def spawn_spare(
+        self, identity: str, endpoint: str, threads: int
+    ) -> tuple[WorkerProcess, Cgroup | None]:
+        """Fork a worker that waits for a task; its cgroup is limited once it gets one."""
+        cgroup = self._new_cgroup(protocol.routing_id(identity, SPARE_ATTEMPT), None)
+        try:
+            process = await self._fork(identity, SPARE_ATTEMPT, cgroup, endpoint, threads, spare=True)
+        except BaseException:
+            self.remove_cgroup(cgroup)
+            raise
+        return process, cgroup
+
+    def limit_cgroup(self, cgroup: Cgroup | None, limit_mb: float) -> None:
+        if cgroup is not None and self.cgroups is not None:
+            self.cgroups.set_limit(cgroup, limit_mb)
+
+    def _new_cgroup(self, routing_id: bytes, limit_mb: float | None) -> Cgroup | None:
+        if self.cgroups is None:
+            return None
+        return self.cgroups.add(f"task-{routing_id.decode().replace(':', '-')}", limit_mb)
+
+    async def _fork(
+        self,
+        identity: str,
+        attempt: int,
+        cgroup: Cgroup | None,
+        endpoint: str,
+        threads: int,
+        *,
+        spare: bool = False,
+    ) -> WorkerProcess:
+        path = str(cgroup.path) if cgroup else None
+        return await self.zygote.fork(identity, attempt, endpoint, threads, path, spare=spare)
+
+    def task_oom(self, worker: RunningWorker) -> bool:
+        """Whether the kernel OOM-killed inside the worker's cgroup (that is, at its ceiling)."""
         if worker.cgroup is None or self.cgroups is None:
             return False
         try:
-            task_oom = worker.cgroup.oom_kills() > 0
+            return worker.cgroup.oom_kills() > 0
         except OSError:
-            task_oom = False
-        await asyncio.to_thread(self.cgroups.remove, worker.cgroup)
-        return task_oom
+            return False
+
+    async def release(self, worker: RunningWorker) -> None:
+        """Kill what is left of the worker's tree and remove its cgroup."""
+        if worker.cgroup is not None and self.cgroups is not None:
+            await asyncio.to_thread(self.cgroups.remove, worker.cgroup)
+            worker.cgroup = None
 
     def discard(self, worker: RunningWorker) -> None:
-        if worker.cgroup is not None and self.cgroups is not None:
-            self.cgroups.remove(worker.cgroup)
-            worker.cgroup = None
+        self.remove_cgroup(worker.cgroup)
+        worker.cgroup = None
+
+    def remove_cgroup(self, cgroup: Cgroup | None) -> None:
+        if cgroup is not None and self.cgroups is not None:
+            self.cgroups.remove(cgroup)
 
     def new_pool_oom(self) -> bool:
         """Whether the kernel OOM-killed in the pool since the last death attributed to it."""

@@ -180,17 +180,12 @@ class Store:
         rows = self._guard(lambda: self._session_do(lambda s: s.exec(select(KindStatRow)).all()))
         return {row.kind: list(row.peaks_mb) for row in rows}
 
-    def record_peak(self, kind: str, peak_mb: float, keep: int) -> list[float]:
-        """Append an observed peak, keeping the newest ``keep``; returns the kept list."""
-
-        def append(session: Session) -> list[float]:
-            row = session.get(KindStatRow, kind) or KindStatRow(kind=kind)
-            row.peaks_mb = [*row.peaks_mb, round(peak_mb, 1)][-keep:]
-            session.add(row)
+    def save_peaks(self, kind: str, peaks_mb: list[float]) -> None:
+        def save(session: Session) -> None:
+            session.merge(KindStatRow(kind=kind, peaks_mb=list(peaks_mb)))
             session.commit()
-            return list(row.peaks_mb)
 
-        return self._guard(lambda: self._session_do(append))
+        self._guard(lambda: self._session_do(save))
 
     def _execute(self, stmt: Any) -> int:
         with self.engine.begin() as conn:

@@ -93,7 +93,14 @@ class Zygote:
         log.info("zygote ready, pid %d", self._proc.pid)
 
     async def fork(
-        self, task_id: str, attempt: int, endpoint: str, threads: int, cgroup: str | None
+        self,
+        task_id: str,
+        attempt: int,
+        endpoint: str,
+        threads: int,
+        cgroup: str | None,
+        *,
+        spare: bool = False,
     ) -> WorkerProcess:
         if not self.alive() or self._writer is None:
             raise ZygoteLostError("the zygote is not running")
@@ -108,6 +115,7 @@ class Zygote:
             "endpoint": endpoint,
             "threads": threads,
             "cgroup": cgroup,
+            "spare": spare,
         }
         self._writer.write(json.dumps(request).encode() + b"\n")
         try:

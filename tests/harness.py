@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from workers.procname import SPARE_NAME, ZYGOTE_NAME
+
 ROOT = Path(__file__).resolve().parent.parent
 MARKER_VAR = "MEMVISOR_TEST_RUN"
 ADMIN_TOKEN = "test-admin-token"
@@ -79,6 +81,13 @@ def marked_pids(marker: str, zombies: bool = False) -> list[int]:
         if needle in environ.split(b"\0") and (state == b"Z") == zombies:
             found.append(int(entry.name))
     return found
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _ppid(pid: int) -> int | None:
@@ -189,16 +198,23 @@ class Server:
         self.proc.wait()
 
     def stray_pids(self) -> list[int]:
-        """Processes of this run other than the server and its zygote: workers and their children."""
+        """Processes of this run other than the server, its zygote and its idle spare workers:
+        workers that run (or ran) a task, and their children."""
         assert self.proc is not None
         own = {self.proc.pid}
-        return [pid for pid in marked_pids(self.marker) if pid not in own and _ppid(pid) not in own]
+        return [
+            pid
+            for pid in marked_pids(self.marker)
+            if pid not in own and _ppid(pid) not in own and _comm(pid) != SPARE_NAME
+        ]
+
+    def spare_pids(self) -> list[int]:
+        return [pid for pid in marked_pids(self.marker) if _comm(pid) == SPARE_NAME]
 
     def zygote_pid(self) -> int | None:
         assert self.proc is not None
         for pid in marked_pids(self.marker):
-            comm = Path(f"/proc/{pid}/comm").read_text().strip() if Path(f"/proc/{pid}").exists() else ""
-            if comm == "memvisor-zygote" and _ppid(pid) == self.proc.pid:
+            if _comm(pid) == ZYGOTE_NAME and _ppid(pid) == self.proc.pid:
                 return pid
         return None
 

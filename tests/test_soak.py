@@ -66,7 +66,9 @@ def test_soak_5000_noops_and_500_allocations(make_server) -> None:  # type: igno
     assert fds <= warm_fds + 3
     assert not marked_pids(server.marker, zombies=True)
     assert not list((server.data_dir / "spool").iterdir())
-    assert len(marked_pids(server.marker)) == 2, "only the server and its zygote remain"
+    spares = server.spare_pids()
+    assert len(spares) <= 1
+    assert len(set(marked_pids(server.marker)) - set(spares)) == 2, "server and zygote"
 
 
 async def _flood(url: str, count: int) -> list[httpx.Response]:

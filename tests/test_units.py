@@ -87,11 +87,15 @@ def test_store_transitions_are_compare_and_set(tmp_path: Path) -> None:
         store.transition(row.id, State.SUCCEEDED, src=State.QUEUED)
 
 
-def test_store_keeps_recent_peaks(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_admission_keeps_recent_peaks_and_the_store_keeps_them_across_restarts(tmp_path: Path) -> None:
+    admission = Admission(SupervisorSettings(estimate_history=3), ContainerProbe(512), lambda: 100.0, {})
     for peak in range(1, 8):
-        store.record_peak("k", float(peak), keep=3)
-    assert store.peaks() == {"k": [5.0, 6.0, 7.0]}
+        kept = admission.observe("k", float(peak))
+    assert kept == [5.0, 6.0, 7.0]
+    store = _store(tmp_path)
+    store.save_peaks("k", [1.0])
+    store.save_peaks("k", kept)
+    assert _store(tmp_path).peaks() == {"k": [5.0, 6.0, 7.0]}
 
 
 def _spec(estimate_mb: float = 100, ceiling_mb: float = 300) -> KindSpec:

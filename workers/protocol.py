@@ -1,7 +1,8 @@
 """Messages between the supervisor's ROUTER and a worker's DEALER.
 
 Every frame is one msgpack map with a ``type`` field; nothing is ever unpickled. The worker's ZeroMQ
-routing id is ``<task_id>:<attempt>`` so that a retried task never collides with a dead predecessor.
+routing id is ``<task_id>:<attempt>`` so that a retried task never collides with a dead predecessor;
+a spare, forked before its task is known, keeps ``spare-<uuid>:0`` for its whole life.
 
     worker -> supervisor: ready {pid} | progress {data} | result {result} | error {error: {type, message}}
     supervisor -> worker: task {task_id, kind, payload, data_dir, spool_dir} | ack

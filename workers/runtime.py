@@ -20,6 +20,7 @@ from typing import Any
 import zmq
 
 from workers import protocol
+from workers.procname import WORKER_NAME, set_process_name
 from workers.registry import TaskContext, get_kind
 
 log = logging.getLogger(__name__)
@@ -33,21 +34,25 @@ TASK_WAIT_MS = 15_000
 ACK_WAIT_MS = 10_000
 
 
-def worker_main(task_id: str, attempt: int, endpoint: str, threads: int) -> None:
-    """Entry point, called by the zygote's fork. Never returns."""
+def worker_main(task_id: str, attempt: int, endpoint: str, threads: int, spare: bool = False) -> None:
+    """Entry point, called by the zygote's fork. Never returns.
+
+    A spare is forked before any task needs it, under an identity of its own, and waits for as long
+    as the supervisor keeps it; it still runs one task and exits.
+    """
     os.setsid()  # own process group: the supervisor kills the whole tree with one killpg
     _die_with_parent()
     _limit_threads(threads)
     code = EXIT_NO_TASK
     try:
-        code = _serve(task_id, attempt, endpoint)
+        code = _serve(task_id, attempt, endpoint, None if spare else TASK_WAIT_MS)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)  # skip heavy libraries' atexit hooks: the process is done
 
 
-def _serve(task_id: str, attempt: int, endpoint: str) -> int:
+def _serve(task_id: str, attempt: int, endpoint: str, task_wait_ms: int | None) -> int:
     ctx = zmq.Context(io_threads=1)
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -55,10 +60,11 @@ def _serve(task_id: str, attempt: int, endpoint: str) -> int:
     sock.connect(endpoint)
     try:
         sock.send(protocol.encode(protocol.READY, pid=os.getpid()))
-        task = _receive(sock, protocol.TASK, TASK_WAIT_MS)
+        task = _receive(sock, protocol.TASK, task_wait_ms)
         if task is None:
             log.error("task %s pid %d: no task received", task_id, os.getpid())
             return EXIT_NO_TASK
+        set_process_name(WORKER_NAME)
         sock.send(_run(task, sock))
         return EXIT_OK if _receive(sock, protocol.ACK, ACK_WAIT_MS) else EXIT_NO_ACK
     finally:
@@ -66,7 +72,7 @@ def _serve(task_id: str, attempt: int, endpoint: str) -> int:
         ctx.term()
 
 
-def _receive(sock: zmq.Socket[bytes], msg_type: str, timeout_ms: int) -> dict[str, Any] | None:
+def _receive(sock: zmq.Socket[bytes], msg_type: str, timeout_ms: int | None) -> dict[str, Any] | None:
     if not sock.poll(timeout_ms, zmq.POLLIN):
         return None
     msg = protocol.decode(sock.recv(), protocol.SUPERVISOR_TYPES)

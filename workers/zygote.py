@@ -4,7 +4,8 @@ Started by the supervisor as ``python -m workers.zygote --fd N --preload a,b``. 
 modules and the worker runtime once, freezes them for the collector, and then forks on request. It
 speaks JSON lines over one inherited Unix socket:
 
-    supervisor -> zygote: {"op": "fork", "seq", "task_id", "attempt", "endpoint", "threads", "cgroup"}
+    supervisor -> zygote: {"op": "fork", "seq", "task_id", "attempt", "endpoint", "threads", "cgroup",
+                           "spare"}
     zygote -> supervisor: {"op": "ready", "pid"} | {"op": "forked", "seq", "pid"}
                         | {"op": "exit", "pid", "exitcode", "maxrss_kb"}
 
@@ -29,14 +30,10 @@ import sys
 import traceback
 from typing import Any
 
+from workers.procname import SPARE_NAME, WORKER_NAME, ZYGOTE_NAME, set_process_name
+
 PR_SET_PDEATHSIG = 1
-PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
-
-
-def set_process_name(name: str) -> None:
-    """What ps -o comm and top show, so that operators can tell the zygote from its workers."""
-    ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 class ZygoteServer:
@@ -78,7 +75,8 @@ class ZygoteServer:
         """In the child: drop the zygote's state, join the task's cgroup, run the worker. Never returns."""
         code = 70
         try:
-            set_process_name("memvisor-worker")
+            spare = bool(request.get("spare"))
+            set_process_name(SPARE_NAME if spare else WORKER_NAME)
             if request.get("cgroup"):
                 # First thing: from here on, every page this worker touches is charged to its cgroup.
                 with open(os.path.join(request["cgroup"], "cgroup.procs"), "w") as f:
@@ -92,7 +90,8 @@ class ZygoteServer:
             self.control.close()
             from workers.runtime import worker_main
 
-            worker_main(request["task_id"], request["attempt"], request["endpoint"], request["threads"])
+            task_id, attempt = request["task_id"], request["attempt"]
+            worker_main(task_id, attempt, request["endpoint"], request["threads"], spare)
         except BaseException:
             traceback.print_exc()
         finally:
@@ -123,7 +122,7 @@ def _prepare(preload: list[str]) -> None:
     # A worker's children outlive it if it is killed: they are re-parented here and reaped, rather
     # than left as zombies under a PID 1 that may not reap (a container's entrypoint often doesn't).
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
-    set_process_name("memvisor-zygote")
+    set_process_name(ZYGOTE_NAME)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     import msgpack  # noqa: F401
     import pydantic  # noqa: F401
