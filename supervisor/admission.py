@@ -73,9 +73,6 @@ class Admission:
         """What a task reserves: it is killed at its ceiling, so it never needs more than that."""
         return min(self.estimate_mb(spec), ceiling_mb)
 
-    def learn(self, kind: str, peaks: list[float]) -> None:
-        self._peaks[kind] = peaks
-
     def observe(self, kind: str, peak_mb: float) -> list[float]:
         """Add an observed peak, keeping the newest ``estimate_history``; returns the kept list."""
         peaks = [*self._peaks.get(kind, []), round(peak_mb, 1)][-self.settings.estimate_history :]

@@ -1,8 +1,8 @@
 """Spare workers: forked, placed in their cgroup and connected before any task needs them.
 
 A fresh process per task is the isolation memvisor promises. Its price on the task's path is a
-fork, a cgroup attach (on cgroup v1 the kernel waits for an RCU grace period: about 14 ms here) and
-a ZeroMQ handshake. A spare pays all three ahead of time and waits; a task takes it, and the next
+fork, joining its cgroup (about 14 ms on cgroup v1 here, more than the fork itself) and a ZeroMQ
+handshake. A spare pays all three ahead of time and waits; a task takes it, and the next
 spare is forked in the background. A spare still runs exactly one task and exits.
 """
 

@@ -107,11 +107,12 @@ def test_estimates_learn_from_peaks() -> None:
     admission = Admission(settings, ContainerProbe(512), lambda: 100.0, {})
     spec = _spec()
     assert admission.estimate_mb(spec) == 100
-    admission.learn("k", [50.0])
+    admission.observe("k", 50.0)
     assert admission.estimate_mb(spec) == 100, "one small peak must not lower the declaration"
-    admission.learn("k", [50.0, 60.0, 40.0])
+    admission.observe("k", 60.0)
+    admission.observe("k", 40.0)
     assert admission.estimate_mb(spec) == pytest.approx(66.0)
-    admission.learn("k", [500.0])
+    admission.observe("k", 500.0)
     assert admission.estimate_mb(spec) == 300, "an estimate never exceeds the ceiling"
     assert admission.need_mb(spec, ceiling_mb=120) == 120
 
