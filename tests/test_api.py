@@ -123,6 +123,18 @@ def test_user_module_kind_runs_and_is_listed(server: Server) -> None:
     assert done["result"] == {"text": "hi", "file_bytes": None}
 
 
+def test_submit_with_wait_answers_in_one_request(server: Server) -> None:
+    body = {"kind": "sample.echo", "payload": {"text": "now"}}
+    done = server.client.post("/v1/tasks", json=body, params={"wait_s": 30})
+    assert done.status_code == 200, "final within wait_s: the result in the submit's own answer"
+    assert done.json()["state"] == "succeeded" and done.json()["result"]["text"] == "now"
+    slow = {"kind": "diag.sleep", "payload": {"seconds": 3}}
+    pending = server.client.post("/v1/tasks", json=slow, params={"wait_s": 0.2})
+    assert pending.status_code == 202 and pending.json()["state"] in ("queued", "running")
+    assert server.wait(pending.json()["id"])["state"] == "succeeded"
+    assert server.client.post("/v1/tasks", json=body, params={"wait_s": -1}).status_code == 422
+
+
 def test_disabled_kind_is_refused_naming_its_switch(server: Server) -> None:
     response = server.client.post("/v1/tasks", json={"kind": "sample.switched", "payload": {"text": "x"}})
     assert response.status_code == 503

@@ -36,16 +36,29 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, responses=REFUSALS, summary="Submit a task")
-async def submit(body: TaskCreate, supervisor: SupervisorDep) -> TaskPublic:
+FINAL_IN_TIME: dict[int | str, dict[str, Any]] = {
+    200: {"model": TaskPublic, "description": "Asked to wait, and the task was final in time"}
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={**REFUSALS, **FINAL_IN_TIME},
+    response_model=TaskPublic,
+    summary="Submit a task; with wait_s, one request from submission to result",
+)
+async def submit(
+    body: TaskCreate, supervisor: SupervisorDep, settings: ApiSettingsDep, wait_s: WaitS = 0
+) -> JSONResponse:
     row = supervisor.submit(Submission(body.kind, body.payload, body.timeout_s, body.ceiling_mb))
-    return TaskPublic.of(row)
+    return await answer(supervisor, settings, row, wait_s)
 
 
 @router.post(
     "/upload",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=REFUSALS,
+    responses={**REFUSALS, **FINAL_IN_TIME},
     response_model=TaskPublic,
     summary="Submit a task with files; a single file is passed to the kind as payload.file",
 )
