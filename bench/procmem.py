@@ -38,13 +38,6 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
 def memory_cgroup_dir(pid: int) -> Path | None:
     """The v1 memory cgroup directory a process is in, or None."""
     group = own_cgroup(pid)
