@@ -139,7 +139,7 @@ class Supervisor:
                 "draining %d running task(s), up to %.0f s", len(self._running), self.settings.drain_timeout_s
             )
             await self._wait_idle(self.settings.drain_timeout_s)
-        for worker in list(self._running.values()):
+        for worker in [w for w in self._running.values() if not w.exited]:
             worker.kill(Reason.INTERRUPTED)
         await self._wait_idle(EXIT_DRAIN_S)
         if self._finishing:
@@ -234,7 +234,7 @@ class Supervisor:
 
     def kill_worker(self, pid: int) -> RunningWorker:
         for worker in self._running.values():
-            if worker.pid == pid:
+            if worker.pid == pid and not worker.exited:
                 worker.kill(Reason.ADMIN_KILL)
                 return worker
         raise TaskNotFoundError(f"worker pid {pid}")
@@ -494,6 +494,7 @@ class Supervisor:
 
     async def _finish(self, worker: RunningWorker, exited: asyncio.Future[Exit]) -> None:
         end = await exited
+        worker.exited = True  # no signal may reach its pid from here on: the kernel may reuse it
         exitcode = end.exitcode
         worker.peak_rss_mb = max(worker.peak_rss_mb, end.maxrss_mb)
         self.watchdog.remove(worker)
@@ -631,4 +632,5 @@ class Supervisor:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
 
     def _worker_of(self, task_id: str) -> RunningWorker | None:
-        return next((w for w in self._running.values() if w.task_id == task_id), None)
+        """The live worker of a task; one that has exited is only held until its cgroup is gone."""
+        return next((w for w in self._running.values() if w.task_id == task_id and not w.exited), None)

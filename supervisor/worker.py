@@ -39,6 +39,7 @@ class RunningWorker:
     kill_reason: Reason | None = None
     term_sent_mono: float | None = None
     sigkill_sent: bool = False
+    exited: bool = False
     last_pids: list[int] = field(default_factory=list)
     growth_mb_s: float = 0.0
     _observed_mono: float | None = field(default=None, repr=False)
