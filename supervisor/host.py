@@ -58,7 +58,8 @@ class WorkerHost:
         try:
             return await self._fork(worker.task_id, worker.attempt, worker.cgroup, endpoint, threads)
         except BaseException:
-            self.discard(worker)
+            self.remove_cgroup(worker.cgroup)
+            worker.cgroup = None
             raise
 
     async def spawn_spare(
@@ -106,13 +107,9 @@ class WorkerHost:
 
     async def release(self, worker: RunningWorker) -> None:
         """Kill what is left of the worker's tree and remove its cgroup."""
-        if worker.cgroup is not None and self.cgroups is not None:
-            await asyncio.to_thread(self.cgroups.remove, worker.cgroup)
+        if worker.cgroup is not None:
+            await asyncio.to_thread(self.remove_cgroup, worker.cgroup)
             worker.cgroup = None
-
-    def discard(self, worker: RunningWorker) -> None:
-        self.remove_cgroup(worker.cgroup)
-        worker.cgroup = None
 
     def remove_cgroup(self, cgroup: Cgroup | None) -> None:
         if cgroup is not None and self.cgroups is not None:

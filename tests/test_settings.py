@@ -30,16 +30,7 @@ from tests.harness import ROOT
     ],
 )
 def test_bad_setting_is_refused_clearly(tmp_path: Path, variable: str, value: str, message: str) -> None:
-    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), variable: value}
-    result = subprocess.run(
-        [sys.executable, "-m", "api"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _start_api(tmp_path, {variable: value})
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -47,20 +38,20 @@ def test_bad_setting_is_refused_clearly(tmp_path: Path, variable: str, value: st
 
 
 def test_unreachable_database_stops_the_start_before_the_port_is_bound(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "DATA_DIR": str(tmp_path / "data"),
-        "DATABASE_URL": "postgresql://u:s3cret@127.0.0.1:1/x",
-    }
-    result = subprocess.run(
+    result = _start_api(tmp_path, {"DATABASE_URL": "postgresql://u:s3cret@127.0.0.1:1/x"})
+    assert result.returncode == 2
+    assert "cannot use the database postgresql://u:***@127.0.0.1:1/x" in result.stderr
+    assert "s3cret" not in result.stderr and "Uvicorn running" not in result.stderr
+
+
+def _start_api(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python -m api`` with ``env`` and a fresh data dir, run until it exits on its own."""
+    return subprocess.run(
         [sys.executable, "-m", "api"],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "DATA_DIR": str(tmp_path / "data"), **env},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert result.returncode == 2
-    assert "cannot use the database postgresql://u:***@127.0.0.1:1/x" in result.stderr
-    assert "s3cret" not in result.stderr and "Uvicorn running" not in result.stderr
