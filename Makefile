@@ -1,6 +1,8 @@
 # Two commands on a fresh machine: `make run` and `make test`. Everything else is a step of those.
 SHELL := /bin/bash
-PYTHON ?= python3.11
+# Debian's interpreter where there is one: any uid can run it (the Render-mode tests run the service as
+# an unprivileged uid), where a Python built into root's home cannot be.
+PYTHON ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || echo python3.11)
 VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS ?= ocr,ocr-export,rag,agent,postgres,dev
