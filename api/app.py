@@ -26,7 +26,12 @@ def create_app(
     api_settings: ApiSettings | None = None,
 ) -> FastAPI:
     sup_settings = supervisor_settings or SupervisorSettings()
-    catalog = load_catalog(kind_settings or KindSettings())
+    kinds = kind_settings or KindSettings()
+    catalog = load_catalog(kinds)
+    # Reported, never opened: the API process does not talk to the vector store.
+    vector_store = kinds.vector_store(sup_settings.data_dir, sup_settings.database_url)
+    if vector_store["warning"]:
+        log.warning("vector store: %s", vector_store["warning"])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,6 +52,7 @@ def create_app(
     settings = api_settings or ApiSettings()
     app.state.api_settings = settings
     app.state.catalog = catalog
+    app.state.vector_store = vector_store
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, body_mb=settings.max_body_mb, upload_mb=settings.max_upload_mb)
     app.include_router(health.router)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.cgroup import LimitedCgroup, make_cgroup
+from tests.chroma import ChromaServer
 from tests.harness import Server, marked_pids
 from tests.postgres import PostgresServer
 
@@ -56,6 +57,18 @@ def postgres() -> Iterator[PostgresServer]:
         pytest.skip(f"no PostgreSQL server can be started here: {exc}")
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def chroma() -> Iterator[ChromaServer]:
+    """One real Chroma server (`chroma run`) for the whole session; a test that stops it restarts it."""
+    try:
+        server = ChromaServer()
+    except FileNotFoundError as exc:
+        pytest.skip(f"no Chroma server can be started here: {exc}")
+    yield server
+    server.close()
+    assert server.proc is None or server.proc.poll() is not None, "chroma run outlived the session"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

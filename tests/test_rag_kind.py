@@ -26,17 +26,9 @@ for _module in (
     pytest.importorskip(_module, reason=f"{_module} is needed by the rag kinds (see workers/rag.py)")
 
 from workers.errors import TaskInputError  # noqa: E402
-from workers.rag import (  # noqa: E402
-    CHUNK_WORDS,
-    RagDelete,
-    RagIngest,
-    RagQuery,
-    open_store,
-    rag_delete,
-    rag_ingest,
-    rag_query,
-    store_lock,
-)
+from workers.rag import rag_delete, rag_ingest, rag_query  # noqa: E402
+from workers.rag_models import CHUNK_WORDS, RagDelete, RagIngest, RagQuery  # noqa: E402
+from workers.rag_store import open_store, store_lock  # noqa: E402
 from workers.registry import TaskContext, get_kind  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -114,7 +106,7 @@ def test_kind_modules_import_nothing_heavy() -> None:
     loaded = run_fresh(
         f"""
         import json, sys
-        import workers.rag, workers.embedding
+        import workers.rag, workers.rag_models, workers.rag_store, workers.embedding
         print(json.dumps({{"heavy": sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules)}}))
         """
     )

@@ -33,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from workers.agent_config import AgentSettings
 from workers.errors import TaskInputError, UnknownKindError
-from workers.rag import CollectionName, RagQuery, query_collection
+from workers.rag import query_collection
+from workers.rag_models import CollectionName, RagQuery
 from workers.registry import TaskContext, get_kind, task_kind
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
@@ -18,11 +18,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Catalog:
-    """Kinds by name. A disabled kind stays listed so that a request for it can name its switch."""
+    """Kinds by name. A disabled kind stays listed so that a request for it can name its switch
+    (``disabled``: name -> the setting to change; ``why``: name -> the refusal, when not a switch)."""
 
     kinds: dict[str, KindSpec]
     disabled: dict[str, str]
     modules: tuple[str, ...]
+    why: dict[str, str] = field(default_factory=dict)
 
     def resolve(self, name: str) -> KindSpec:
         """The spec of an enabled kind, or UnknownKindError / KindDisabledError."""
@@ -30,7 +32,7 @@ class Catalog:
         if spec is None:
             raise UnknownKindError(name, self.enabled_names())
         if name in self.disabled:
-            raise KindDisabledError(name, self.disabled[name])
+            raise KindDisabledError(name, self.disabled[name], self.why.get(name))
         return spec
 
     def enabled_names(self) -> list[str]:
@@ -56,10 +58,16 @@ def load_catalog(settings: KindSettings) -> Catalog:
     kinds = {n: s for n, s in all_kinds().items() if _from_any(s.module, modules)}
     switches = settings.disabled_switches()
     disabled = {n: s.switch for n, s in kinds.items() if s.switch in switches and s.switch}
+    why: dict[str, str] = {}
+    missing = settings.missing_settings()
+    for name, spec in kinds.items():
+        if name not in disabled and spec.switch in missing:
+            disabled[name], reason = missing[spec.switch]
+            why[name] = f"kind {name!r} {reason}"
     for name, spec in kinds.items():
         if spec.check is not None and name not in disabled:
             _check(name, spec.check)
-    return Catalog(kinds=kinds, disabled=disabled, modules=tuple(modules))
+    return Catalog(kinds=kinds, disabled=disabled, modules=tuple(modules), why=why)
 
 
 def _check(name: str, check: Callable[[], object]) -> None:

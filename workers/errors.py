@@ -32,14 +32,20 @@ class TaskInputError(WorkerError, ValueError):
     """The task's input cannot be processed (corrupt file, too many pixels, ...): a clear, final error."""
 
 
+class VectorStoreUnavailableError(WorkerError):
+    """The RAG kinds' vector store cannot be reached (the Chroma server at CHROMA_URL is down), or
+    this instance may not use its local one (ROLE=worker without CHROMA_URL)."""
+
+
 class ProtocolError(WorkerError):
     """A frame on the broker socket is not a valid protocol message."""
 
 
 class KindDisabledError(MemvisorError):
-    """The kind exists but a setting switches it off."""
+    """The kind exists but a setting switches it off (or a missing one keeps it off: ``switch`` names
+    the setting either way)."""
 
-    def __init__(self, name: str, switch: str) -> None:
-        super().__init__(f"kind {name!r} is disabled by {switch}=true")
+    def __init__(self, name: str, switch: str, message: str | None = None) -> None:
+        super().__init__(message or f"kind {name!r} is disabled by {switch}=true")
         self.name = name
         self.switch = switch

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -87,17 +87,18 @@ async def kills(
 
 
 @router.get("/memory", summary="Container limit and usage, budget, reservations, estimates")
-async def memory(supervisor: SupervisorDep) -> dict[str, object]:
-    return supervisor.memory_report()
+async def memory(supervisor: SupervisorDep, request: Request) -> dict[str, object]:
+    return {**supervisor.memory_report(), "vector_store": request.app.state.vector_store}
 
 
 @router.get("/stats", summary="Counts by kind and outcome, kills by reason, queue, wait and run times")
-async def stats(supervisor: SupervisorDep) -> dict[str, Any]:
+async def stats(supervisor: SupervisorDep, request: Request) -> dict[str, Any]:
     return {
         **task_stats(supervisor.store),
         "queue_depth": supervisor.queue_depth(),
         "running": len(supervisor.workers()),
         "draining": supervisor.draining,
+        "vector_store": request.app.state.vector_store,
     }
 
 
