@@ -26,10 +26,10 @@ def create_app(
     api_settings: ApiSettings | None = None,
 ) -> FastAPI:
     sup_settings = supervisor_settings or SupervisorSettings()
-    kinds = kind_settings or KindSettings()
-    catalog = load_catalog(kinds)
+    kind_conf = kind_settings or KindSettings()
+    catalog = load_catalog(kind_conf)
     # Reported, never opened: the API process does not talk to the vector store.
-    vector_store = kinds.vector_store(sup_settings.data_dir, sup_settings.database_url)
+    vector_store = kind_conf.vector_store(sup_settings.data_dir, sup_settings.database_url)
     if vector_store["warning"]:
         log.warning("vector store: %s", vector_store["warning"])
 

@@ -318,10 +318,34 @@ def _ocr_rows(image: str, r: dict[str, Any]) -> list[list[str]]:
     ]  # fmt: skip
 
 
+RAG_NOTE = (
+    "Each figure is a task's peak_rss_mb (the watchdog's reading of its worker's process tree), a fresh "
+    "worker per task: an ingest of 50 short documents, then a query. Local: PersistentClient under "
+    "DATA_DIR/chroma behind a file lock; HTTP: chromadb.HttpClient against `chroma run` (CHROMA_URL). "
+    "Server: VmRSS of the `chroma run` process."
+)
+
+
+def rag(data: dict[str, Any]) -> str:
+    s = data["summary"]
+    rows = [[store, cell(r["ingest_peak_mb"]), cell(r["query_peak_mb"])] for store, r in s["table"].items()]
+    rows.append(
+        ["HTTP / local", times(s["ingest_ratio_http_to_local"]), times(s["query_ratio_http_to_local"])]
+    )
+    server = s["server"]
+    serving = (
+        f"`chroma run`: {fmt(server['server_idle_rss_mb'])} MB RSS idle, "
+        f"{fmt(server.get('server_loaded_rss_mb'))} MB after 1,000 more documents "
+        f"(peak {fmt(server.get('server_peak_rss_mb'))} MB)."
+    )
+    return table(["store", "rag.ingest peak MB", "rag.query peak MB"], rows) + f"\n\n{serving}\n\n{RAG_NOTE}"
+
+
 SCENARIOS: tuple[tuple[str, Callable[[dict[str, Any]], str], str], ...] = (
     ("1. Footprint", footprint, "footprint"),
     ("2. Dispatch", dispatch, "dispatch"),
     ("3. Enforcement", enforcement, "enforcement"),
     ("4. Survival", survival, "survival"),
     ("5. OCR", ocr, "ocr"),
+    ("6. RAG store: local against a shared Chroma server", rag, "rag"),
 )

@@ -12,7 +12,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench.rag_bench import PARAPHRASES, TOPICS
+from bench.rag import PARAPHRASES, TOPICS
 
 SEED = 20261127
 COLLECTION = "bench"

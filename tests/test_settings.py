@@ -21,6 +21,7 @@ from tests.harness import ROOT
         ("TASK_MODULES", "no_such_module_here", "cannot import 'no_such_module_here'"),
         ("ADMIN_TOKEN", "short", "ADMIN_TOKEN: String should have at least 8 characters"),
         ("SUPABASE_JWKS", "notjson", "SUPABASE_JWKS: Value error, not JSON"),
+        ("CHROMA_URL", "ftp://chroma:8000", "CHROMA_URL: Value error, CHROMA_URL must be an http:// or"),
         ("FAST_POLL_INTERVAL_MS", "500", "FAST_POLL_INTERVAL_MS must not exceed POLL_INTERVAL_MS"),
         (
             "LLM_BASE_URL",

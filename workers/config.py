@@ -112,7 +112,9 @@ def normalise_chroma_url(value: str) -> str:
         raise ValueError(f"CHROMA_URL must be an http:// or https:// URL, got {value!r}")
     if not parts.hostname:
         raise ValueError(f"CHROMA_URL {value!r} names no host")
-    if parts.username or parts.password or parts.query or parts.fragment or parts.path not in ("", "/"):
+    if parts.username or parts.password:
+        raise ValueError("CHROMA_URL must not carry credentials (user:password@)")
+    if parts.query or parts.fragment or parts.path not in ("", "/"):
         raise ValueError(f"CHROMA_URL must be scheme://host[:port] only, got {value!r}")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{parts.scheme}://{host}:{port or DEFAULT_PORTS[parts.scheme]}"

@@ -8,7 +8,8 @@ when the embedder is first used, so importing this module costs nothing.
 Pooling follows sentence-transformers for this model: mean of ``last_hidden_state`` over the attention
 mask, then L2 normalisation, so the dot product of two vectors is their cosine similarity.
 
-Memory (figures from ``bench/rag_bench.py``, see the repository's report):
+Memory (figures measured with ``bench/rag_bench.py``, in the git history; ``make bench`` now
+reports the kinds' worker peaks, scenario 6):
 
 - The model stores every weight as int8 plus a scale, dequantised by ``Cast`` + ``Mul`` nodes. With
   ONNX Runtime's default optimisations those nodes are constant-folded into fp32 weights (+150 MB

@@ -1,0 +1,139 @@
+"""Scenario 6, RAG store: the rag kinds' worker peaks with the local store against the same tasks with
+the HTTP client of a shared Chroma server (``CHROMA_URL``), and that server's own memory.
+
+The service runs twice (in its 512 MB container where one can be made), once per store, against one
+``chroma run`` started here (tests/chroma.py). Each repeat is an ingest of ``DOCUMENTS`` short
+documents and a query, each a task in a fresh worker; the peak is the task's ``peak_rss_mb`` (the
+watchdog's reading of the worker's process tree). A warm-up ingest first builds the data dir's
+low-memory model cache, which the measured tasks then share. The server's RSS (VmRSS of ``chroma
+run``) is read idle, then after ``SERVER_LOAD_DOCUMENTS`` more documents went in through the service.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+from bench.plan import Context, Plan
+from bench.service import container, kinds, server
+from bench.stats import ratio, spread
+from tests.harness import Server
+
+DOCUMENTS = 50
+SERVER_LOAD_DOCUMENTS = 1_000
+BATCH = 200  # the most documents one rag.ingest takes
+TASK_TIMEOUT_S = 300
+TOPICS = {
+    "mars": "Mars is the fourth planet from the Sun. Iron oxide dust covers its surface and gives it a "
+    "reddish colour; two small moons, Phobos and Deimos, orbit it.",
+    "sourdough": "To bake sourdough bread, feed the starter the day before, mix flour, water and salt, let "
+    "the dough rise slowly overnight, then bake it in a very hot Dutch oven.",
+    "tax": "Income tax returns must be filed with the revenue service by the April deadline; self-employed "
+    "workers also pay quarterly estimated taxes to avoid penalties.",
+    "lists": "Python lists are dynamic arrays: appending at the end takes amortised constant time, while "
+    "inserting at the front is linear in the length of the list.",
+    "sleep": "Adults need seven to nine hours of sleep. A regular bedtime and no screens in the evening "
+    "improve sleep quality.",
+    "photosynthesis": "In photosynthesis, chlorophyll in the leaves captures sunlight, and the plant uses "
+    "that energy to make glucose from carbon dioxide and water, releasing oxygen.",
+    "volcano": "A volcano erupts when pressure from gases and molten rock beneath the crust forces magma "
+    "up through vents, spreading lava and ash over the surrounding land.",
+    "bicycle": "To fix a flat bicycle tyre, remove the wheel, lever the tyre off the rim, find the puncture "
+    "in the inner tube, patch it, and pump the tube back up.",
+    "vaccines": "Vaccines train the immune system by exposing it to a harmless piece or weakened form of a "
+    "pathogen, so that the body recognises and fights the real infection later.",
+    "inflation": "Inflation is the general rise of prices over time; central banks raise interest rates "
+    "to slow borrowing and spending when inflation runs too high.",
+}
+PARAPHRASES = [
+    ("Why does the red planet look rusty?", "mars"),
+    ("What is the process for making a loaf at home?", "sourdough"),
+    ("When do I have to send my yearly earnings declaration to the government?", "tax"),
+    ("What does it cost to add an item to the end of a dynamic array?", "lists"),
+    ("How long should grown-ups rest each night?", "sleep"),
+    ("How do green plants turn light into food?", "photosynthesis"),
+    ("What makes a mountain spew molten rock?", "volcano"),
+    ("How do I repair a punctured tube on my bike?", "bicycle"),
+    ("How do jabs protect people from disease?", "vaccines"),
+    ("Why do central banks put up borrowing costs when everything gets more expensive?", "inflation"),
+]
+
+
+def run(plan: Plan, ctx: Context) -> dict[str, Any]:
+    try:
+        from tests.chroma import ChromaServer
+
+        chroma = ChromaServer()
+    except (ImportError, FileNotFoundError) as exc:
+        return {"skipped": f"no Chroma server can be started here: {exc}"}
+    try:
+        result: dict[str, Any] = {"server_idle_rss_mb": _rss_mb(chroma.pid)}
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for store, env in (("local", {"CHROMA_URL": ""}), ("http", {"CHROMA_URL": chroma.url})):
+            with container() as group, server(ctx.work_dir / f"rag-{store}", group, env) as srv:
+                if "rag.ingest" not in kinds(srv):
+                    return {"skipped": "the service does not offer the rag kinds (GET /v1/kinds)"}
+                _task(srv, "rag.ingest", _ingest(f"warmup-{store}", 1))
+                runs[store] = [_repeat(srv, f"bench-{store}-{n}") for n in range(plan.repeats)]
+                if store == "http":
+                    _load_server(srv)
+        result["server_loaded_rss_mb"] = _rss_mb(chroma.pid)
+        result["server_peak_rss_mb"] = _status_mb(chroma.pid, "VmHWM")
+    finally:
+        chroma.close()
+    return {**result, "runs": runs, "summary": summarize(runs, result)}
+
+
+def _repeat(srv: Server, collection: str) -> dict[str, Any]:
+    ingest = _task(srv, "rag.ingest", _ingest(collection, DOCUMENTS))
+    query = _task(srv, "rag.query", {"collection": collection, "query": PARAPHRASES[0][0], "k": 3})
+    return {"ingest_peak_mb": ingest["peak_rss_mb"], "query_peak_mb": query["peak_rss_mb"]}
+
+
+def _load_server(srv: Server) -> None:
+    for start in range(0, SERVER_LOAD_DOCUMENTS, BATCH):
+        payload = _ingest("server-load", BATCH, first=start)
+        _task(srv, "rag.ingest", payload)
+
+
+def _ingest(collection: str, count: int, first: int = 0) -> dict[str, Any]:
+    texts = itertools.cycle(TOPICS.values())
+    documents = [{"id": f"d{i}", "text": f"Note {i}. {next(texts)}"} for i in range(first, first + count)]
+    return {"collection": collection, "documents": documents}
+
+
+def _task(srv: Server, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    done = srv.wait(srv.submit(kind, payload)["id"], TASK_TIMEOUT_S)
+    if done["state"] != "succeeded":
+        raise RuntimeError(f"{kind} ended {done['state']}: {done.get('error')}")
+    return done
+
+
+def _status_mb(pid: int | None, field: str) -> float | None:
+    if pid is None:
+        return None
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+def _rss_mb(pid: int | None) -> float | None:
+    return _status_mb(pid, "VmRSS")
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]], server: dict[str, Any]) -> dict[str, Any]:
+    keys = ("ingest_peak_mb", "query_peak_mb")
+    table = {store: {key: spread(r[key] for r in rows) for key in keys} for store, rows in runs.items()}
+
+    def median(store: str, key: str) -> float | None:
+        value: float | None = table.get(store, {}).get(key, {}).get("median")
+        return value
+
+    return {
+        "table": table,
+        "server": server,
+        "ingest_ratio_http_to_local": ratio(median("http", keys[0]), median("local", keys[0])),
+        "query_ratio_http_to_local": ratio(median("http", keys[1]), median("local", keys[1])),
+    }
