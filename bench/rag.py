@@ -6,12 +6,14 @@ The service runs twice (in its 512 MB container where one can be made), once per
 documents and a query, each a task in a fresh worker; the peak is the task's ``peak_rss_mb`` (the
 watchdog's reading of the worker's process tree). A warm-up ingest first builds the data dir's
 low-memory model cache, which the measured tasks then share. The server's RSS (VmRSS of ``chroma
-run``) is read idle, then after ``SERVER_LOAD_DOCUMENTS`` more documents went in through the service.
+run``) is read idle, after ``SERVER_LOAD_DOCUMENTS`` more documents went in through the service, and as
+one collection grows to ``GROWTH_CHUNKS`` stored chunks (the figures that size its Render plan).
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ from bench.stats import ratio, spread
 from tests.harness import Server
 
 DOCUMENTS = 50
+GROWTH_CHUNKS = (10_000, 30_000)
+DIMENSIONS = 384  # all-MiniLM-L6-v2
 SERVER_LOAD_DOCUMENTS = 1_000
 BATCH = 200  # the most documents one rag.ingest takes
 TASK_TIMEOUT_S = 300
@@ -78,7 +82,9 @@ def run(plan: Plan, ctx: Context) -> dict[str, Any]:
                 runs[store] = [_repeat(srv, f"bench-{store}-{n}") for n in range(plan.repeats)]
                 if store == "http":
                     _load_server(srv)
+        result["server_documents"] = 1 + plan.repeats * DOCUMENTS + SERVER_LOAD_DOCUMENTS
         result["server_loaded_rss_mb"] = _rss_mb(chroma.pid)
+        result["server_growth_rss_mb"] = _grow_server(chroma)
         result["server_peak_rss_mb"] = _status_mb(chroma.pid, "VmHWM")
     finally:
         chroma.close()
@@ -95,6 +101,32 @@ def _load_server(srv: Server) -> None:
     for start in range(0, SERVER_LOAD_DOCUMENTS, BATCH):
         payload = _ingest("server-load", BATCH, first=start)
         _task(srv, "rag.ingest", payload)
+
+
+def _grow_server(chroma: Any) -> dict[int, float | None]:
+    """The server's RSS as one collection grows to GROWTH_CHUNKS chunks: stored vectors (random, of
+    MiniLM's size; no embedding needed to size the server) with their short texts and metadata."""
+    import chromadb
+    from chromadb.config import Settings
+
+    client = chromadb.HttpClient(
+        host="127.0.0.1", port=chroma.port, settings=Settings(anonymized_telemetry=False)
+    )
+    collection = client.create_collection("growth", embedding_function=None)
+    rnd, stored, figures = random.Random(1), 0, {}
+    for target in GROWTH_CHUNKS:
+        for start in range(stored, target, BATCH):
+            ids = [f"g{i}" for i in range(start, min(start + BATCH, target))]
+            collection.add(
+                ids=ids,
+                embeddings=[[rnd.gauss(0, 1) for _ in range(DIMENSIONS)] for _ in ids],  # type: ignore[arg-type]
+                documents=[f"Note {i} about harbours, tides and the boats that wait for them." for i in ids],
+                metadatas=[{"_parent": i, "_chunk": 0, "_chunks": 1} for i in ids],
+            )
+        stored = target
+        collection.query(query_embeddings=[[0.1] * DIMENSIONS], n_results=3)  # type: ignore[arg-type]
+        figures[target] = _rss_mb(chroma.pid)
+    return figures
 
 
 def _ingest(collection: str, count: int, first: int = 0) -> dict[str, Any]:

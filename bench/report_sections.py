@@ -333,10 +333,12 @@ def rag(data: dict[str, Any]) -> str:
         ["HTTP / local", times(s["ingest_ratio_http_to_local"]), times(s["query_ratio_http_to_local"])]
     )
     server = s["server"]
+    growth = ", ".join(f"{fmt(mb)} MB at {int(n):,}" for n, mb in server["server_growth_rss_mb"].items())
     serving = (
         f"`chroma run`: {fmt(server['server_idle_rss_mb'])} MB RSS idle, "
-        f"{fmt(server.get('server_loaded_rss_mb'))} MB after 1,000 more documents "
-        f"(peak {fmt(server.get('server_peak_rss_mb'))} MB)."
+        f"{fmt(server['server_loaded_rss_mb'])} MB after this scenario's "
+        f"{server['server_documents']:,} documents; one collection of stored chunks: {growth} "
+        f"(peak {fmt(server['server_peak_rss_mb'])} MB)."
     )
     return table(["store", "rag.ingest peak MB", "rag.query peak MB"], rows) + f"\n\n{serving}\n\n{RAG_NOTE}"
 

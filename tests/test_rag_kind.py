@@ -7,6 +7,7 @@ run them in fresh processes, as the supervisor's workers would.
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,15 @@ PARAPHRASES = [
     ("When do I have to send my yearly earnings declaration to the government?", "tax"),
     ("What does it cost to add an item to the end of a dynamic array?", "python-lists"),
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_store() -> Iterator[None]:
+    """These tests are about the local store: a shell's CHROMA_URL or ROLE must not redirect them."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("CHROMA_URL", raising=False)
+        patch.delenv("ROLE", raising=False)
+        yield
 
 
 def make_ctx(data_dir: Path, events: list[dict[str, Any]] | None = None) -> TaskContext:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from tests.chroma import ChromaServer
 from tests.conftest import ServerFactory
-from tests.harness import Server
+from tests.harness import ROOT, Server
 from tests.test_rag_kind import CORPUS, PARAPHRASES
 from workers.config import KindSettings, normalise_chroma_url
 
@@ -92,7 +92,9 @@ def test_two_instances_ingesting_one_collection_at_once_lose_nothing(
     # Both queued before either is waited on: the two workers write the collection at the same time.
     pairs = zip(instances, payloads, strict=True)
     tasks = [server.submit("rag.ingest", payload) for server, payload in pairs]
-    results = [succeeded(server, task)["result"] for server, task in zip(instances, tasks, strict=True)]
+    done = [succeeded(server, task) for server, task in zip(instances, tasks, strict=True)]
+    results = [task["result"] for task in done]
+    print("ingests ran", [(task["started_at"], task["finished_at"]) for task in done])
     assert [r["chunks"] for r in results] == [PER_INSTANCE, PER_INSTANCE]
     expected = sorted(f"i{n}-d{i}#0" for n in range(len(instances)) for i in range(PER_INSTANCE))
     assert server_ids(chroma, name) == expected
@@ -218,3 +220,17 @@ def test_role_is_validated_and_decides_the_refusal(tmp_path: Path) -> None:
     assert KindSettings(disable_rag=True).vector_store(tmp_path, postgres_url)["warning"] is None
     assert KindSettings().vector_store(tmp_path, None)["warning"] is None
     assert KindSettings(chroma_url="c:1").vector_store(tmp_path, postgres_url)["warning"] is None
+
+
+def test_blueprint_points_the_web_service_at_its_chroma_server() -> None:
+    yaml = pytest.importorskip("yaml", reason="PyYAML (a chromadb dependency) reads render.yaml")
+    services = {s["name"]: s for s in yaml.safe_load((ROOT / "render.yaml").read_text())["services"]}
+    web = next(s for s in services.values() if s["type"] == "web")
+    (source,) = [e["fromService"] for e in web["envVars"] if e["key"] == "CHROMA_URL"]
+    chroma = services[source["name"]]
+    assert (source["type"], source["property"], chroma["type"]) == ("pserv", "hostport", "pserv")
+    command = chroma["dockerCommand"].split()
+    assert command[:2] == ["chroma", "run"] and "0.0.0.0" in command
+    assert command[command.index("--path") + 1].startswith(chroma["disk"]["mountPath"] + "/")
+    port = command[command.index("--port") + 1]
+    assert KindSettings(chroma_url=f"{source['name']}:{port}").chroma_url == f"http://memvisor-chroma:{port}"
