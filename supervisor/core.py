@@ -22,6 +22,7 @@ from supervisor.accounting import Accounting
 from supervisor.broker import Broker
 from supervisor.config import SupervisorSettings
 from supervisor.container import ContainerProbe
+from supervisor.enforcement import Enforcement, detect, task_limits
 from supervisor.errors import (
     AdmissionRefusedError,
     DrainingError,
@@ -90,8 +91,13 @@ class Supervisor:
         )
         self.accounting = Accounting(settings, self.probe, self.host, self.workers, self.spares)
         self.admission = admission_mod.Admission(
-            settings, self.probe, self.accounting.base_mb, self.store.peaks()
+            settings,
+            self.probe,
+            self.accounting.base_mb,
+            self.store.peaks(),
+            pool_backstop=lambda: self.host.cgroups is not None,
         )
+        self.enforcement: Enforcement | None = None
         # Inside a limiting cgroup the guard reads two small files; elsewhere it sums PSS, which costs
         # milliseconds per process: a few times a second is enough there.
         guard_s = 0.0 if self.probe.from_cgroup else PSS_GUARD_INTERVAL_S
@@ -118,6 +124,8 @@ class Supervisor:
         self._recover()
         self.host.set_pool_limit(self.accounting.pool_limit_mb())
         self.watchdog.start()
+        self.enforcement = detect(self.probe.cgroup, self.host.cgroups is not None, self.settings)
+        log.info("%s", self.enforcement.line())
         self._loops = [
             asyncio.create_task(self._schedule_loop(), name="memvisor-scheduler"),
             asyncio.create_task(self._housekeeping_loop(), name="memvisor-housekeeping"),
@@ -482,6 +490,7 @@ class Supervisor:
             payload=worker.payload,
             data_dir=str(self.settings.data_dir.resolve()),
             spool_dir=str(spool.resolve()),
+            limits=task_limits(self.settings, worker.ceiling_mb),
         )
         self._send(worker, frame)
 
@@ -508,6 +517,7 @@ class Supervisor:
             task_oom=task_oom,
             pool_oom=exitcode == -signal.SIGKILL and self.host.new_pool_oom(),
             zygote_lost=end.zygote_lost,
+            data_limited=self.settings.worker_data_limit,
         )
         verdict = judge(ending)
         fields = {
@@ -619,6 +629,9 @@ class Supervisor:
             "high_water_mb": round(self.accounting.high_water_mb(), 1),
             "container_oom_kills": self.probe.oom_kills(),
             "worker_cgroups": self.host.cgroups is not None,
+            "enforcement": self.enforcement.as_dict() if self.enforcement else None,
+            "breakdown_mb": self.probe.breakdown_mb(),
+            "watchdog": self.watchdog.cost(),
             "spare_workers": self.spares.pids(),
             "estimates_mb": {
                 name: round(self.admission.estimate_mb(spec), 1) for name, spec in self.catalog.kinds.items()

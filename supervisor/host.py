@@ -128,8 +128,8 @@ class WorkerHost:
         self._pool_ooms_seen += 1
         return True
 
-    def pool_working_set_mb(self) -> float | None:
-        return self.cgroups.pool.working_set_bytes() / MB if self.cgroups is not None else None
+    def pool_unreclaimable_mb(self) -> float | None:
+        return self.cgroups.pool.unreclaimable_bytes() / MB if self.cgroups is not None else None
 
     def set_pool_limit(self, limit_mb: float) -> None:
         if self.cgroups is None:

@@ -44,6 +44,8 @@ class Watchdog:
         self._thread = threading.Thread(target=self._run, name="memvisor-watchdog", daemon=True)
         self.rounds = 0
         self.last_usage_mb = 0.0
+        self.cpu_s = 0.0  # the watchdog thread's own CPU time, read at the end of each round
+        self.native_id: int | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -60,7 +62,12 @@ class Watchdog:
         with self._lock:
             self._workers.pop(worker.routing_id, None)
 
+    def cost(self) -> dict[str, float | int | None]:
+        """What the watchdog has cost so far: its rounds and its thread's CPU seconds."""
+        return {"rounds": self.rounds, "cpu_s": round(self.cpu_s, 3), "tid": self.native_id}
+
     def _run(self) -> None:
+        self.native_id = threading.get_native_id()
         interval_s = self.settings.poll_interval_ms / 1000
         while not self._stop.wait(interval_s):
             try:
@@ -68,6 +75,7 @@ class Watchdog:
             except Exception:  # the watchdog must outlive any one bad reading
                 log.exception("watchdog round failed")
                 interval_s = self.settings.poll_interval_ms / 1000
+            self.cpu_s = time.thread_time()
 
     def sample(self) -> float:
         """One round; returns how long to wait before the next."""
