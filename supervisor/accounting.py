@@ -10,7 +10,7 @@ from collections.abc import Callable
 from supervisor.config import SupervisorSettings
 from supervisor.container import ContainerProbe, Reading
 from supervisor.host import WorkerHost
-from supervisor.memory import MB, descendants, parent_map, pss_mb
+from supervisor.memory import MB, process_tree, pss_mb
 from supervisor.spares import Spares
 from supervisor.worker import RunningWorker
 
@@ -52,7 +52,13 @@ class Accounting:
         now = time.monotonic()
         stale = now - self._base_read_at > BASE_REFRESH_S
         if self._idle_base_mb is None or (stale and not self._running()):
-            helpers_mb = pss_mb(self._zygote_tree())
+            tree = self._zygote_tree()
+            if self._idle_base_mb is not None and set(tree) - {
+                *self.host.zygote.pids(),
+                *self._spares.pids(),
+            }:
+                return self._idle_base_mb  # a worker or its children are still dying: not idle yet
+            helpers_mb = pss_mb(tree)
             if cgroup is not None:
                 self._idle_base_mb = max(0.0, cgroup.unreclaimable_bytes() / MB - helpers_mb)
             else:
@@ -63,8 +69,7 @@ class Accounting:
     def _zygote_tree(self) -> list[int]:
         """The zygote and everything below it: spares, and any worker or orphaned grandchild still
         dying after its task ended (the zygote is their subreaper); none is the API's."""
-        parents = parent_map()
-        return [pid for root in self.host.zygote.pids() for pid in descendants(root, parents)]
+        return [pid for root in self.host.zygote.pids() for pid in process_tree(root)]
 
     def committed_mb(self) -> float:
         """What workers hold: each running one its reservation, or its usage where that is larger,

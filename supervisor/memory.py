@@ -176,6 +176,30 @@ def descendants(root: int, parents: dict[int, int]) -> list[int]:
     return tree
 
 
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process below it, from each thread's /proc children list.
+
+    The watchdog walks each worker's tree every few milliseconds: this reads a file per thread of
+    the tree, where ``parent_map`` reads one per process on the machine (measured at 0.5 CPU: the
+    full scan made the watchdog's rounds cost 2.4 ms each with 134 processes in /proc).
+    """
+    tree, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # gone
+        tree.append(pid)
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    stack.extend(int(child) for child in f.read().split())
+            except (OSError, ValueError):
+                continue
+    return tree
+
+
 def parent_map() -> dict[int, int]:
     """pid -> ppid for every process, read once per sample (cheaper than one scan per worker)."""
     parents: dict[int, int] = {}

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from supervisor.config import SupervisorSettings
-from supervisor.memory import parent_map, rss_mb
+from supervisor.memory import rss_mb
 from supervisor.states import Reason
 from supervisor.worker import RunningWorker, signal_tree
 
@@ -81,9 +81,8 @@ class Watchdog:
         """One round; returns how long to wait before the next."""
         with self._lock:
             workers = list(self._workers.values())
-        parents = parent_map() if any(w.cgroup is None for w in workers) else None
         for worker in workers:
-            self._check(worker, parents)
+            self._check(worker)
         self._guard(workers)
         self.rounds += 1
         return self._next_interval_s(workers)
@@ -98,9 +97,9 @@ class Watchdog:
             interval_s = min(interval_s, worker.seconds_to_ceiling() / 2)
         return max(interval_s, self.settings.min_poll_interval_ms / 1000)
 
-    def _check(self, worker: RunningWorker, parents: dict[int, int] | None) -> None:
+    def _check(self, worker: RunningWorker) -> None:
         """Enforce one worker's limits."""
-        worker.last_pids = worker.tree_pids(parents)
+        worker.last_pids = worker.tree_pids()
         worker.observe(rss_mb(worker.last_pids))
         if worker.rss_mb >= worker.ceiling_mb or _kernel_oom(worker):
             if worker.kill_reason is None:

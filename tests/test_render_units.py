@@ -8,7 +8,9 @@ container's cgroup presents them (/sys/fs/cgroup/kubepods.slice/.../memory.*), i
 
 from __future__ import annotations
 
+import os
 import resource
+import signal
 from pathlib import Path
 
 from hypothesis import given
@@ -193,3 +195,23 @@ def test_rlimit_data_turns_a_runaway_allocation_into_memory_error() -> None:
     )
     assert result["outcome"] == "MemoryError"
     assert result["soft"] == result["limit"] != resource.RLIM_INFINITY
+
+
+def test_process_tree_from_children_lists_matches_a_full_scan() -> None:
+    """The watchdog's cheap walk finds the same tree as a scan of every process."""
+    import subprocess
+
+    from supervisor.memory import descendants, parent_map, process_tree
+    from tests.harness import until
+
+    parent = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & wait"])
+    try:
+        tree = until(
+            lambda: len(process_tree(parent.pid)) == 3 and process_tree(parent.pid), 10, "2 children"
+        )
+        assert sorted(tree) == sorted(descendants(parent.pid, parent_map()))
+        assert process_tree(2**22 + 12345) == []  # no such process
+    finally:
+        for pid in process_tree(parent.pid):
+            os.kill(pid, signal.SIGKILL)
+        parent.wait()
