@@ -341,7 +341,7 @@ class Supervisor:
             return
         budget_mb = self.admission.budget().budget_mb
         rows = list(self._queue)
-        needs = [self._need_mb(row) for row in rows]
+        needs = [self._need_mb(row, budget_mb) for row in rows]
         slots = self.settings.max_concurrency - len(self._running)
         decision = admission_mod.plan(needs, self.accounting.committed_mb(), budget_mb, slots)
         chosen = set(decision.start) | set(decision.refuse)
@@ -360,9 +360,11 @@ class Supervisor:
                 log.warning("task %s and %d after it stay queued: %s", row.id, len(order) - index - 1, exc)
                 return
 
-    def _need_mb(self, row: TaskRow) -> float | None:
+    def _need_mb(self, row: TaskRow, budget_mb: float) -> float | None:
+        """With the ceiling the task will run under: never above the budget (``_launch`` clips it)."""
         spec = self.catalog.kinds.get(row.kind)
-        return self.admission.need_mb(spec, row.ceiling_mb) if spec else None
+        ceiling_mb = min(row.ceiling_mb, budget_mb) if budget_mb > 0 else row.ceiling_mb
+        return self.admission.need_mb(spec, ceiling_mb) if spec else None
 
     def _refuse(self, row: TaskRow, need_mb: float, budget_mb: float) -> None:
         """A queued task that no longer fits even an empty container (or whose kind is gone)."""
