@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cgroup import LimitedCgroup, Mode, make_cgroup, make_mode
+from bench.cgroup import LimitedCgroup, Mode, make_cgroup, make_mode
 from tests.harness import Server, marked_pids
 from tests.postgres import PostgresServer
 

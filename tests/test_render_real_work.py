@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.cgroup import Mode
+from bench.cgroup import Mode
 from tests.harness import Server
 from tests.kinds_data import DOCUMENTS, OCR_LINES, QUESTIONS, text_png
 from tests.test_memory_enforcement import HealthProbe

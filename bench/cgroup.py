@@ -1,4 +1,5 @@
-"""Real cgroups for a test: the way to run the service as a 512 MB Render instance would.
+"""Real cgroups for the tests and the benchmark: the way to run the service as a 512 MB Render
+instance would. It lives under bench/ and imports nothing of tests/: the tests import it from here.
 
 Two modes of the same 512 MB container:
 - lab: the service runs as root and may create a memory cgroup per worker (the kernel backstop);
