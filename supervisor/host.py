@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from supervisor.backstop import open_backstop
 from supervisor.cgroups import WorkerCgroups
 from supervisor.memory import MB, Cgroup
 from supervisor.worker import RunningWorker
@@ -31,7 +32,7 @@ class WorkerHost:
 
     async def start(self) -> None:
         if self._use_cgroups:
-            self.cgroups = WorkerCgroups.open()
+            self.cgroups = open_backstop()
         await self._start_zygote()
 
     async def stop(self) -> None:
