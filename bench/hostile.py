@@ -37,6 +37,7 @@ def _minute(name: str, seed: int, ctx: Context) -> dict[str, Any]:
             assert srv.proc is not None
             log(f"survival: hostile minute, {name} mode, seed {seed}")
             ooms_before = reset_peak(home.group)
+            watchdog_before = srv.memory()["watchdog"]
             recorder = MemoryRecorder(home.group, srv.admin)
             recorder.start()
             jobs = mix(seed)
@@ -46,6 +47,7 @@ def _minute(name: str, seed: int, ctx: Context) -> dict[str, Any]:
             done = [srv.wait(task_id, GIVE_UP_S) for task_id in ids]
             took_s = time.monotonic() - started
             recorder.stop()
+            watchdog = srv.memory()["watchdog"]
             figures = container_figures(home.group, ooms_before)
             api_alive = srv.proc.poll() is None and srv.client.get("/healthz").status_code == 200
     by_label: dict[str, Counter[str]] = defaultdict(Counter)
@@ -63,6 +65,9 @@ def _minute(name: str, seed: int, ctx: Context) -> dict[str, Any]:
         ),
         "by_label": {label: dict(counts) for label, counts in sorted(by_label.items())},
         "api_alive": api_alive,
+        # The watchdog thread's CPU during the minute (at 0.5 CPU in Render mode), and its rounds
+        "watchdog_cpu_s": round(watchdog["cpu_s"] - watchdog_before["cpu_s"], 2),
+        "watchdog_rounds": watchdog["rounds"] - watchdog_before["rounds"],
         "probe_failures": recorder.failures,
         "probe_slowest_s": round(recorder.slowest_s, 3),
         **figures,

@@ -286,7 +286,8 @@ def survival(data: dict[str, Any]) -> str:
 
 HOSTILE_HEADER = [
     "mode", "seed", "took s", "tasks", "succeeded", "as expected", "final with a reason", "API alive",
-    "container OOM kills", "max usage MB", "slowest admin answer s", "outcomes by job",
+    "container OOM kills", "max usage MB", "slowest admin answer s", "watchdog CPU s (rounds)",
+    "outcomes by job",
 ]  # fmt: skip
 
 
@@ -296,12 +297,12 @@ def _hostile(runs: list[dict[str, Any]]) -> str:
     rows = []
     for r in runs:
         if "skipped" in r:
-            rows.append([r["mode"], str(r["seed"]), f"skipped: {r['skipped']}", *[""] * 9])
+            rows.append([r["mode"], str(r["seed"]), f"skipped: {r['skipped']}", *[""] * 10])
             continue
         outcomes = "; ".join(f"{label}: {counts(c)}" for label, c in r["by_label"].items())
         tallies = [str(r[k]) for k in ("tasks", "succeeded", "as_expected", "with_reason")]
         memory = [fmt(r["container_oom_kills"]), fmt(r["container_max_usage_mb"])]
-        memory.append(fmt(r["probe_slowest_s"], 2))
+        memory += [fmt(r["probe_slowest_s"], 2), f"{fmt(r['watchdog_cpu_s'], 2)} ({r['watchdog_rounds']})"]
         alive = "yes" if r["api_alive"] else "**no**"
         rows.append([r["mode"], str(r["seed"]), fmt(r["took_s"]), *tallies, alive, *memory, outcomes])
     note = "The hostile minute (bench/hostile_mix.py, all submitted at once), each run in a fresh 512 MB "
