@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import dispatch, enforcement, footprint, ocr, plot, rag, report, survival
+from bench.cgroup import LimitedCgroup, make_cgroup
 from bench.plan import FULL, QUICK, Context, Plan
 from bench.service import log
-from tests.cgroup import LimitedCgroup, make_cgroup
 
 ORDER = ("footprint", "dispatch", "enforcement", "ocr", "survival", "rag")
 REPO = Path(__file__).resolve().parent.parent

@@ -20,6 +20,7 @@ class Plan:
     enforcement_ceiling_mb: int = 200
     survival_s: float = 60
     survival_clients: int = 6
+    hostile_seeds: tuple[int, ...] = (11, 12, 13)  # of the hostile minute, in Render and lab mode
     ocr_runs: int = 3  # OCR tasks in a row on one service; the first is cold, the rest warm
     ocr_plain_runs: int = 2  # fresh processes of the plain EasyOCR Reader
     ocr_images: tuple[str, ...] = ("small",)  # names from bench/ocr_bench.py's IMAGES
@@ -45,6 +46,7 @@ QUICK = Plan(
     dispatch_warmup_tasks=2,
     enforcement_repeats=1,
     survival_s=10,
+    hostile_seeds=(11,),
     ocr_runs=2,
     ocr_plain_runs=1,
 )

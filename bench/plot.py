@@ -202,12 +202,13 @@ def _enforcement(data: dict[str, Any]) -> Any:
     modes = list(table)
     rates = list(next(iter(table.values())))
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    width = 0.8 / len(modes)
     for n, mode in enumerate(modes):
-        xs = [i + (n - 0.5) * 0.38 for i in range(len(rates))]
+        xs = [i + (n - (len(modes) - 1) / 2) * width for i in range(len(rates))]
         overshoot = [table[mode][r]["overshoot_mb"]["median"] or 0 for r in rates]
         death = [table[mode][r]["cross_to_death_ms"]["median"] or 0 for r in rates]
-        left.bar_label(left.bar(xs, overshoot, 0.38, label=mode), fmt="%.1f", fontsize=8)
-        right.bar_label(right.bar(xs, death, 0.38, label=mode), fmt="%.1f", fontsize=8)
+        left.bar_label(left.bar(xs, overshoot, width, label=mode), fmt="%.1f", fontsize=7)
+        right.bar_label(right.bar(xs, death, width, label=mode), fmt="%.1f", fontsize=7)
     ceiling_mb = data["trials"][modes[0]][0]["ceiling_mb"] if data["trials"][modes[0]] else 200
     left.axhline(
         ceiling_mb * 0.05, color="tab:red", linestyle="--", linewidth=1, label="5 % of the ceiling (aim)"

@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
+from bench.cgroup import LimitedCgroup
 from supervisor.memory import MB
-from tests.cgroup import LimitedCgroup
 
 PERIOD_S = 0.1
 

@@ -11,7 +11,7 @@ METHOD = """\
 - Every figure above was measured in this run; nothing is typed in. `latest.json` holds every raw
   sample (latencies, traces, trials) the tables summarise.
 - The service is the real one (`python -m api`, started by `tests.harness.Server`) driven over HTTP,
-  inside a fresh 512 MB memory cgroup (`tests.cgroup`) per scenario where one can be made. Memory
+  inside a fresh 512 MB memory cgroup (`bench.cgroup`) per scenario where one can be made. Memory
   comes from the cgroup files and /proc (smaps_rollup, statm), never from psutil's host figures.
 - Dispatch: a closed loop of N clients (each submits its next task when the last one ended) on the same
   no-op task for every engine; engines alternate within each repeat. A run stops starting tasks after
@@ -104,9 +104,12 @@ def _enforcement_aims(results: dict[str, Any]) -> list[list[str]]:
     charged, rss = fmt(s["backstop_worst_charged_overshoot_mb"]), fmt(s["backstop_worst_rss_overshoot_mb"])
     backstop = f"kernel backstop: worst charged - ceiling {charged} MB (RSS - ceiling {rss} MB)"
     watchdog = f"watchdog alone: worst overshoot {fmt(s['watchdog_worst_overshoot_pct'], 2)} % of the ceiling"
+    render = f"Render mode: {fmt(s.get('render_container_oom_kills'))} container OOM kills; with RLIMIT_DATA "
+    render += f"worst peak - ceiling {fmt(s.get('render_worst_overshoot_mb'))} MB"
     return [
         ["3 enforcement", backstop, "nothing charged past the ceiling", verdict(s["aim_backstop_met"])],
         ["3 enforcement", watchdog, "< 5 % of the ceiling", verdict(s["aim_watchdog_met"])],
+        ["3 enforcement", render, "0 container OOM kills", verdict(s.get("aim_render_met"))],
     ]
 
 
@@ -118,7 +121,14 @@ def _survival_aims(results: dict[str, Any]) -> list[list[str]]:
     figure = f"container OOM kills {fmt(ours['container_oom_kills'])}, max usage "
     figure += f"{fmt(ours['container_max_usage_mb'])} MB"
     met = s["aim_no_container_oom_met"] and s["aim_max_usage_under_limit_met"]
-    return [["4 survival", figure, "0 OOM kills, usage < 512 MB", verdict(met)]]
+    rows = [["4 survival", figure, "0 OOM kills, usage < 512 MB", verdict(met)]]
+    h = (results.get("survival") or {}).get("hostile", {}).get("summary")
+    if h:
+        figure = f"hostile minute, {h['runs']} runs (Render and lab mode): container OOM kills "
+        figure += f"{h['container_oom_kills']}, max usage {fmt(h['max_usage_mb'])} MB"
+        aim = "0 OOM kills, usage < 512 MB, API alive, every task final with a reason and as expected"
+        rows.append(["4 survival", figure, aim, verdict(h["aim_met"])])
+    return rows
 
 
 # ----- footprint -------------------------------------------------------------------------------------
@@ -221,7 +231,9 @@ ENFORCEMENT_NOTE = (
     "the kernel's ru_maxrss); `sampled` the bench's own statm samples; `charged` what the worker's "
     "cgroup was charged; `killed by the kernel` how many trials the worker cgroup's own OOM-kill "
     "counter shows (the backstop acted before the watchdog); `crossed` how many trials the bench saw "
-    "at or above the ceiling (the time to death is measured on those)."
+    "at or above the ceiling (the time to death is measured on those). `render` rows: uid 10001, no "
+    "writable cgroup, 0.5 CPU, with RLIMIT_DATA in the worker (it ends `killed/memory_ceiling` on a "
+    "MemoryError) and without it (WORKER_DATA_LIMIT=false: the watchdog alone, on half a CPU)."
 )
 
 
@@ -267,8 +279,36 @@ def survival(data: dict[str, Any]) -> str:
             table(SURVIVAL_HEADER, rows),
             mix,
             "Outcomes (state/reason):\n\n" + table(["system", "outcomes"], reasons),
+            *([_hostile(data["hostile"]["runs"])] if "hostile" in data else []),
         ]
     )
+
+
+HOSTILE_HEADER = [
+    "mode", "seed", "took s", "tasks", "succeeded", "as expected", "final with a reason", "API alive",
+    "container OOM kills", "max usage MB", "slowest admin answer s", "watchdog CPU s (rounds)",
+    "outcomes by job",
+]  # fmt: skip
+
+
+def _hostile(runs: list[dict[str, Any]]) -> str:
+    """The hostile minute (bench/hostile_mix.py) in Render mode (uid 10001, no writable cgroup, 0.5 CPU)
+    and lab mode (root, a cgroup per worker)."""
+    rows = []
+    for r in runs:
+        if "skipped" in r:
+            rows.append([r["mode"], str(r["seed"]), f"skipped: {r['skipped']}", *[""] * 10])
+            continue
+        outcomes = "; ".join(f"{label}: {counts(c)}" for label, c in r["by_label"].items())
+        tallies = [str(r[k]) for k in ("tasks", "succeeded", "as_expected", "with_reason")]
+        memory = [fmt(r["container_oom_kills"]), fmt(r["container_max_usage_mb"])]
+        memory += [fmt(r["probe_slowest_s"], 2), f"{fmt(r['watchdog_cpu_s'], 2)} ({r['watchdog_rounds']})"]
+        alive = "yes" if r["api_alive"] else "**no**"
+        rows.append([r["mode"], str(r["seed"]), fmt(r["took_s"]), *tallies, alive, *memory, outcomes])
+    note = "The hostile minute (bench/hostile_mix.py, all submitted at once), each run in a fresh 512 MB "
+    note += "cgroup: Render mode (uid 10001, no writable cgroup, 0.5 CPU) and lab mode (root, a cgroup "
+    note += "per worker)."
+    return note + "\n\n" + table(HOSTILE_HEADER, rows)
 
 
 def _survival_row(name: str, r: dict[str, Any], ours_goodput: float | None) -> list[str]:

@@ -1,4 +1,4 @@
-"""The real service and the 512 MB containers it runs in, for the scenarios (tests/ provides both)."""
+"""The real service and the 512 MB containers it runs in (bench/cgroup.py), for the scenarios."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.cgroup import LimitedCgroup, Mode, make_cgroup, make_mode
 from supervisor.memory import MB
-from tests.cgroup import LimitedCgroup, make_cgroup
 from tests.harness import Server, marked_pids, until
 
 CONTAINER_LIMIT_MB = 512
@@ -38,6 +38,19 @@ def container(limit_mb: int = CONTAINER_LIMIT_MB) -> Iterator[LimitedCgroup | st
                 group.remove()
 
 
+@contextmanager
+def in_mode(name: str, base_dir: Path) -> Iterator[Mode | str]:
+    """The 512 MB container in ``lab`` or ``render`` mode (``make_mode``), or why none can be made."""
+    mode = make_mode(name, base_dir)
+    try:
+        yield mode
+    finally:
+        if isinstance(mode, Mode):
+            _empty(mode.group)
+            with contextlib.suppress(OSError):
+                mode.close()
+
+
 def _empty(group: LimitedCgroup) -> None:
     """Kill whatever is still inside the group (and its child groups) so that it can be removed."""
     for path in [group.path, *(p for p in group.path.rglob("*") if p.is_dir())]:
@@ -48,14 +61,20 @@ def _empty(group: LimitedCgroup) -> None:
     time.sleep(0.2)
 
 
-def wrap_of(group: LimitedCgroup | str) -> list[str] | None:
-    return group.wrap() if isinstance(group, LimitedCgroup) else None
+def wrap_of(group: LimitedCgroup | Mode | str) -> list[str] | None:
+    return None if isinstance(group, str) else group.wrap()
 
 
 @contextmanager
-def server(data_dir: Path, group: LimitedCgroup | str, env: dict[str, str] | None = None) -> Iterator[Server]:
-    """The service started as ``python -m api`` (inside ``group`` when there is one), stopped after."""
-    srv = Server(data_dir, env={"LOG_LEVEL": "warning", **(env or {})}, wrap=wrap_of(group))
+def server(
+    data_dir: Path, group: LimitedCgroup | Mode | str, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """The service started as ``python -m api`` (inside ``group`` when there is one, as a mode's uid
+    and in its data directory when ``group`` is a ``Mode``), stopped after."""
+    env = {"LOG_LEVEL": "warning", **(env or {})}
+    if isinstance(group, Mode):
+        data_dir, env = group.data_dir, {**group.env, **env}
+    srv = Server(data_dir, env=env, wrap=wrap_of(group))
     try:
         srv.start(ready_timeout_s=60)
         until(srv.zygote_pid, 60, "the zygote")

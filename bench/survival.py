@@ -1,5 +1,6 @@
 """Scenario 4, survival: a minute of adversarial mixed load against memvisor in a 512 MB container,
-then the same job sequence run the seed's way (bench/seedload.py).
+then the same job sequence run the seed's way (bench/seedload.py); then the hostile minute in Render
+and lab mode on several seeds (bench/hostile.py).
 
 Reported for each: the container's OOM kills (memory.oom_control), its peak usage
 (memory.max_usage_in_bytes), tasks by outcome, and goodput (succeeded tasks per second of the run).
@@ -15,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from bench import seedload, workload
+from bench import hostile, seedload, workload
 from bench.plan import Context, Plan
 from bench.recorder import MemoryRecorder
 from bench.service import container, container_figures, kinds, log, reset_peak, server
@@ -31,7 +32,8 @@ def run(plan: Plan, ctx: Context, ocr_usable: bool) -> dict[str, Any]:
     ours = _memvisor(plan, ctx, image)
     sequence = workload.jobs(set(ours["offered"]), MAX_JOBS)  # the same seeded sequence
     baselines = {mode: seedload.run(mode, sequence, plan, ctx, image) for mode in seedload.MODES}
-    return {"memvisor": ours, "baselines": baselines, "summary": summarize(ours, baselines)}
+    summary = summarize(ours, baselines)
+    return {"memvisor": ours, "baselines": baselines, "hostile": hostile.run(plan, ctx), "summary": summary}
 
 
 def _ocr_image() -> bytes:

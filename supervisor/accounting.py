@@ -10,7 +10,7 @@ from collections.abc import Callable
 from supervisor.config import SupervisorSettings
 from supervisor.container import ContainerProbe, Reading
 from supervisor.host import WorkerHost
-from supervisor.memory import MB, pss_mb
+from supervisor.memory import MB, process_tree, pss_mb
 from supervisor.spares import Spares
 from supervisor.worker import RunningWorker
 
@@ -35,23 +35,41 @@ class Accounting:
         self._base_read_at = 0.0
 
     def base_mb(self) -> float:
-        """What the container holds besides the workers.
+        """What the container holds besides the workers, measured the same way in every mode.
 
-        Inside a limiting cgroup that is read, not guessed: the container's working set minus the
-        workers' pool. Elsewhere it is the PSS of the API process and the zygote (the libraries both
-        map count once, as the kernel holds them once), measured while no worker runs: a worker
-        shares the zygote's pages and would make the zygote's PSS, and so the budget, swing with load.
-        Spares always share them, so they are in the sum.
+        Inside a limiting cgroup: the container's usage less its droppable page cache, minus the
+        workers' side. Where the pool cgroup exists that side is read from it; where no cgroup can be
+        written (Render) it is the PSS of the zygote and everything below it, read while no worker
+        runs (a running worker would land on the API's side; one still dying is below the zygote, and
+        subtracted with it). Elsewhere: the PSS of the API process, the zygote and the spares, also
+        read while idle (a worker shares the zygote's pages and would make its PSS, and so the budget,
+        swing with load).
         """
-        pool_mb = self.host.pool_working_set_mb()
-        if pool_mb is not None and self.probe.from_cgroup and self.probe.cgroup is not None:
-            return max(0.0, self.probe.cgroup.working_set_bytes() / MB - pool_mb)
+        cgroup = self.probe.cgroup if self.probe.from_cgroup else None
+        pool_mb = self.host.pool_unreclaimable_mb()
+        if pool_mb is not None and cgroup is not None:
+            return max(0.0, cgroup.unreclaimable_bytes() / MB - pool_mb)
         now = time.monotonic()
         stale = now - self._base_read_at > BASE_REFRESH_S
         if self._idle_base_mb is None or (stale and not self._running()):
-            self._idle_base_mb = pss_mb([os.getpid(), *self.host.zygote.pids(), *self._spares.pids()])
+            tree = self._zygote_tree()
+            if self._idle_base_mb is not None and set(tree) - {
+                *self.host.zygote.pids(),
+                *self._spares.pids(),
+            }:
+                return self._idle_base_mb  # a worker or its children are still dying: not idle yet
+            helpers_mb = pss_mb(tree)
+            if cgroup is not None:
+                self._idle_base_mb = max(0.0, cgroup.unreclaimable_bytes() / MB - helpers_mb)
+            else:
+                self._idle_base_mb = pss_mb([os.getpid()]) + helpers_mb
             self._base_read_at = now
         return self._idle_base_mb
+
+    def _zygote_tree(self) -> list[int]:
+        """The zygote and everything below it: spares, and any worker or orphaned grandchild still
+        dying after its task ended (the zygote is their subreaper); none is the API's."""
+        return [pid for root in self.host.zygote.pids() for pid in process_tree(root)]
 
     def committed_mb(self) -> float:
         """What workers hold: each running one its reservation, or its usage where that is larger,

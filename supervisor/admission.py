@@ -41,11 +41,13 @@ class Admission:
         probe: ContainerProbe,
         base_mb: Callable[[], float],
         peaks: dict[str, list[float]],
+        pool_backstop: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
         self.probe = probe
         self._base_mb = base_mb
         self._peaks = peaks
+        self._pool_backstop = pool_backstop
         self.ceiling_overrides: dict[str, float] = {}  # set at run time by an admin
 
     def budget(self) -> Budget:
@@ -70,14 +72,30 @@ class Admission:
         return max(MIN_ESTIMATE_MB, min(estimate, self.ceiling_mb(spec)))
 
     def need_mb(self, spec: KindSpec, ceiling_mb: float) -> float:
-        """What a task reserves: it is killed at its ceiling, so it never needs more than that."""
-        return min(self.estimate_mb(spec), ceiling_mb)
+        """What a task reserves (see ``reserve_mb``)."""
+        return reserve_mb(self.estimate_mb(spec), ceiling_mb, self._pool_backstop())
 
     def observe(self, kind: str, peak_mb: float) -> list[float]:
         """Add an observed peak, keeping the newest ``estimate_history``; returns the kept list."""
         peaks = [*self._peaks.get(kind, []), round(peak_mb, 1)][-self.settings.estimate_history :]
         self._peaks[kind] = peaks
         return peaks
+
+
+def reserve_mb(estimate_mb: float, ceiling_mb: float, pool_backstop: bool) -> float:
+    """What a task reserves from the budget while it runs.
+
+    With a kernel backstop for the workers' pool (a pool cgroup limited to what the API leaves), a
+    task reserves its estimate: a worker outgrowing it meets the pool's limit, never the container's.
+    Without one (Render: no cgroup can be written) nothing but the watchdog stands between the
+    workers' growth and the container's OOM killer, which with memory.oom.group=1 restarts the whole
+    instance; so a task reserves what it may grow to: its ceiling, where RLIMIT_DATA and the watchdog
+    stop it. Measured with the hostile minute (see the README): reserving estimates without a pool
+    backstop let five 300 MB allocators start at once in 512 MB.
+    """
+    if pool_backstop:
+        return min(estimate_mb, ceiling_mb)
+    return ceiling_mb
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ class WorkerCgroups:
         if parent is None or parent.version != 1:
             log.info("worker cgroups unavailable: no writable cgroup v1 memory hierarchy")
             return None
-        _remove_stale_pools(parent.path)
+        remove_stale_pools(parent.path)
         path = parent.path / f"{POOL_PREFIX}{os.getpid()}"
         try:
             path.mkdir(exist_ok=True)
@@ -90,7 +90,7 @@ def _write_limit(path: Path, limit_mb: float) -> None:
     (path / "memory.limit_in_bytes").write_text(str(int(limit_mb * MB)))
 
 
-def _remove_stale_pools(parent: Path) -> None:
+def remove_stale_pools(parent: Path) -> None:
     """Pools left by a service that died without cleaning up (e.g. SIGKILL)."""
     for pool in parent.glob(f"{POOL_PREFIX}*"):
         owner = pool.name.removeprefix(POOL_PREFIX)

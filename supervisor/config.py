@@ -37,6 +37,12 @@ class SupervisorSettings(BaseSettings):
     estimate_headroom: float = Field(default=1.1, ge=1.0, le=10.0)
     estimate_min_samples: int = Field(default=3, ge=1)
     worker_cgroups: bool = Field(default=True, description="per-worker memory cgroups if writable")
+    worker_data_limit: bool = Field(
+        default=True, description="RLIMIT_DATA in each worker from its ceiling (no privilege needed)"
+    )
+    data_limit_slack_mb: float = Field(
+        default=32.0, ge=0, le=4096, description="reservations a worker's libraries may add past its ceiling"
+    )
     spare_workers: int = Field(default=1, ge=0, le=8, description="workers forked ahead of need")
     worker_threads: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), ge=1)
     web_concurrency: int = Field(default=1, description="must be 1: one supervisor per budget")

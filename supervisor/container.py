@@ -45,6 +45,15 @@ class ContainerProbe:
             return Reading(self.cgroup.working_set_bytes() / MB, "cgroup working set")
         return Reading(own_processes_mb(), "sum of process PSS")
 
+    def breakdown_mb(self) -> dict[str, float] | None:
+        """Anon, file and shmem of the container's cgroup, where the limit is the cgroup's."""
+        if self.cgroup is None or not self.from_cgroup:
+            return None
+        try:
+            return {key: round(mb, 1) for key, mb in self.cgroup.breakdown_mb().items()}
+        except OSError:
+            return None
+
     def oom_kills(self) -> int | None:
         """The container's own OOM-kill counter, where it has one."""
         if self.cgroup is None or not self.from_cgroup:

@@ -22,6 +22,7 @@ from supervisor.accounting import Accounting
 from supervisor.broker import Broker
 from supervisor.config import SupervisorSettings
 from supervisor.container import ContainerProbe
+from supervisor.enforcement import Enforcement, detect, task_limits
 from supervisor.errors import (
     AdmissionRefusedError,
     DrainingError,
@@ -90,8 +91,13 @@ class Supervisor:
         )
         self.accounting = Accounting(settings, self.probe, self.host, self.workers, self.spares)
         self.admission = admission_mod.Admission(
-            settings, self.probe, self.accounting.base_mb, self.store.peaks()
+            settings,
+            self.probe,
+            self.accounting.base_mb,
+            self.store.peaks(),
+            pool_backstop=lambda: self.host.cgroups is not None,
         )
+        self.enforcement: Enforcement | None = None
         # Inside a limiting cgroup the guard reads two small files; elsewhere it sums PSS, which costs
         # milliseconds per process: a few times a second is enough there.
         guard_s = 0.0 if self.probe.from_cgroup else PSS_GUARD_INTERVAL_S
@@ -118,6 +124,8 @@ class Supervisor:
         self._recover()
         self.host.set_pool_limit(self.accounting.pool_limit_mb())
         self.watchdog.start()
+        self.enforcement = detect(self.probe.cgroup, self.host.cgroups is not None, self.settings)
+        log.info("%s", self.enforcement.line())
         self._loops = [
             asyncio.create_task(self._schedule_loop(), name="memvisor-scheduler"),
             asyncio.create_task(self._housekeeping_loop(), name="memvisor-housekeeping"),
@@ -333,7 +341,7 @@ class Supervisor:
             return
         budget_mb = self.admission.budget().budget_mb
         rows = list(self._queue)
-        needs = [self._need_mb(row) for row in rows]
+        needs = [self._need_mb(row, budget_mb) for row in rows]
         slots = self.settings.max_concurrency - len(self._running)
         decision = admission_mod.plan(needs, self.accounting.committed_mb(), budget_mb, slots)
         chosen = set(decision.start) | set(decision.refuse)
@@ -352,9 +360,11 @@ class Supervisor:
                 log.warning("task %s and %d after it stay queued: %s", row.id, len(order) - index - 1, exc)
                 return
 
-    def _need_mb(self, row: TaskRow) -> float | None:
+    def _need_mb(self, row: TaskRow, budget_mb: float) -> float | None:
+        """With the ceiling the task will run under: never above the budget (``_launch`` clips it)."""
         spec = self.catalog.kinds.get(row.kind)
-        return self.admission.need_mb(spec, row.ceiling_mb) if spec else None
+        ceiling_mb = min(row.ceiling_mb, budget_mb) if budget_mb > 0 else row.ceiling_mb
+        return self.admission.need_mb(spec, ceiling_mb) if spec else None
 
     def _refuse(self, row: TaskRow, need_mb: float, budget_mb: float) -> None:
         """A queued task that no longer fits even an empty container (or whose kind is gone)."""
@@ -482,6 +492,7 @@ class Supervisor:
             payload=worker.payload,
             data_dir=str(self.settings.data_dir.resolve()),
             spool_dir=str(spool.resolve()),
+            limits=task_limits(self.settings, worker.ceiling_mb),
         )
         self._send(worker, frame)
 
@@ -508,6 +519,7 @@ class Supervisor:
             task_oom=task_oom,
             pool_oom=exitcode == -signal.SIGKILL and self.host.new_pool_oom(),
             zygote_lost=end.zygote_lost,
+            data_limited=self.settings.worker_data_limit,
         )
         verdict = judge(ending)
         fields = {
@@ -619,6 +631,9 @@ class Supervisor:
             "high_water_mb": round(self.accounting.high_water_mb(), 1),
             "container_oom_kills": self.probe.oom_kills(),
             "worker_cgroups": self.host.cgroups is not None,
+            "enforcement": self.enforcement.as_dict() if self.enforcement else None,
+            "breakdown_mb": self.probe.breakdown_mb(),
+            "watchdog": self.watchdog.cost(),
             "spare_workers": self.spares.pids(),
             "estimates_mb": {
                 name: round(self.admission.estimate_mb(spec), 1) for name, spec in self.catalog.kinds.items()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from supervisor.backstop import open_backstop
 from supervisor.cgroups import WorkerCgroups
 from supervisor.memory import MB, Cgroup
 from supervisor.worker import RunningWorker
@@ -31,7 +32,7 @@ class WorkerHost:
 
     async def start(self) -> None:
         if self._use_cgroups:
-            self.cgroups = WorkerCgroups.open()
+            self.cgroups = open_backstop()
         await self._start_zygote()
 
     async def stop(self) -> None:
@@ -128,8 +129,8 @@ class WorkerHost:
         self._pool_ooms_seen += 1
         return True
 
-    def pool_working_set_mb(self) -> float | None:
-        return self.cgroups.pool.working_set_bytes() / MB if self.cgroups is not None else None
+    def pool_unreclaimable_mb(self) -> float | None:
+        return self.cgroups.pool.unreclaimable_bytes() / MB if self.cgroups is not None else None
 
     def set_pool_limit(self, limit_mb: float) -> None:
         if self.cgroups is None:

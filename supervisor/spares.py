@@ -92,7 +92,8 @@ class Spares:
         return [s.process.pid for s in self._spares.values() if s.process is not None]
 
     def reserved_mb(self) -> float:
-        return SPARE_RESERVE_MB * len(self._spares)
+        """The next task takes a spare, and its own reservation covers that spare: count the others."""
+        return SPARE_RESERVE_MB * max(0, len(self._spares) - 1)
 
     def refill(self) -> None:
         """Fork spares up to ``size``, one at a time, in the background; a spare that never said

@@ -28,12 +28,27 @@ class Ending:
     task_oom: bool = False  # the kernel OOM-killed inside the task's own cgroup (its ceiling)
     pool_oom: bool = False  # ... inside the workers' pool (the container's share for workers)
     zygote_lost: bool = False
+    data_limited: bool = False  # the worker ran under an RLIMIT_DATA set from its ceiling
+
+
+MEMORY_ERROR = "MemoryError"
+_MEMORY_KILLS = (None, Reason.MEMORY_CEILING)
 
 
 def judge(ending: Ending) -> Verdict:
     """An answer the worker sent wins over how it died afterwards; a recorded kill wins over a crash."""
     if ending.outcome is not None:
-        return _from_outcome(ending.outcome)
+        verdict = _from_outcome(ending.outcome)
+        if ending.data_limited and verdict.error_type == MEMORY_ERROR and ending.kill_reason in _MEMORY_KILLS:
+            # The kernel refused memory past the limit set from the task's ceiling: that is the
+            # ceiling stopping the task, not the task failing.
+            return Verdict(
+                State.KILLED,
+                Reason.MEMORY_CEILING,
+                error_type=verdict.error_type,
+                error_message=verdict.error_message or "the memory limit set from the ceiling was reached",
+            )
+        return verdict
     if ending.kill_reason is not None:
         return Verdict(KILL_STATES.get(ending.kill_reason, State.KILLED), ending.kill_reason)
     if ending.task_oom:

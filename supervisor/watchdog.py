@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from supervisor.config import SupervisorSettings
-from supervisor.memory import parent_map, rss_mb
+from supervisor.memory import rss_mb
 from supervisor.states import Reason
 from supervisor.worker import RunningWorker, signal_tree
 
@@ -44,6 +44,8 @@ class Watchdog:
         self._thread = threading.Thread(target=self._run, name="memvisor-watchdog", daemon=True)
         self.rounds = 0
         self.last_usage_mb = 0.0
+        self.cpu_s = 0.0  # the watchdog thread's own CPU time, read at the end of each round
+        self.native_id: int | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -60,7 +62,12 @@ class Watchdog:
         with self._lock:
             self._workers.pop(worker.routing_id, None)
 
+    def cost(self) -> dict[str, float | int | None]:
+        """What the watchdog has cost so far: its rounds and its thread's CPU seconds."""
+        return {"rounds": self.rounds, "cpu_s": round(self.cpu_s, 3), "tid": self.native_id}
+
     def _run(self) -> None:
+        self.native_id = threading.get_native_id()
         interval_s = self.settings.poll_interval_ms / 1000
         while not self._stop.wait(interval_s):
             try:
@@ -68,14 +75,14 @@ class Watchdog:
             except Exception:  # the watchdog must outlive any one bad reading
                 log.exception("watchdog round failed")
                 interval_s = self.settings.poll_interval_ms / 1000
+            self.cpu_s = time.thread_time()
 
     def sample(self) -> float:
         """One round; returns how long to wait before the next."""
         with self._lock:
             workers = list(self._workers.values())
-        parents = parent_map() if any(w.cgroup is None for w in workers) else None
         for worker in workers:
-            self._check(worker, parents)
+            self._check(worker)
         self._guard(workers)
         self.rounds += 1
         return self._next_interval_s(workers)
@@ -90,9 +97,9 @@ class Watchdog:
             interval_s = min(interval_s, worker.seconds_to_ceiling() / 2)
         return max(interval_s, self.settings.min_poll_interval_ms / 1000)
 
-    def _check(self, worker: RunningWorker, parents: dict[int, int] | None) -> None:
+    def _check(self, worker: RunningWorker) -> None:
         """Enforce one worker's limits."""
-        worker.last_pids = worker.tree_pids(parents)
+        worker.last_pids = worker.tree_pids()
         worker.observe(rss_mb(worker.last_pids))
         if worker.rss_mb >= worker.ceiling_mb or _kernel_oom(worker):
             if worker.kill_reason is None:

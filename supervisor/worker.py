@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.memory import Cgroup, descendants, parent_map
+from supervisor.memory import Cgroup, descendants, process_tree
 from supervisor.states import Reason
 
 
@@ -96,7 +96,9 @@ class RunningWorker:
                 return self.cgroup.pids()
             except OSError:
                 return []
-        return descendants(self.pid, parents if parents is not None else parent_map())
+        if parents is not None:
+            return descendants(self.pid, parents)
+        return process_tree(self.pid) if self.pid > 0 else []
 
 
 def signal_tree(worker: RunningWorker, sig: int) -> None:

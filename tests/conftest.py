@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cgroup import LimitedCgroup, make_cgroup
+from bench.cgroup import LimitedCgroup, Mode, make_cgroup, make_mode
 from tests.chroma import ChromaServer
 from tests.harness import Server, marked_pids
 from tests.postgres import PostgresServer
@@ -88,6 +88,17 @@ def render_cgroup() -> Iterator[LimitedCgroup]:
         pytest.skip(cgroup)
     yield cgroup
     cgroup.remove()
+
+
+@pytest.fixture(params=["render", "lab"])
+def service_mode(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mode]:
+    """The 512 MB container in both modes: ``render`` (uid 10001, no writable cgroup, 0.5 CPU) and
+    ``lab`` (root, a memory cgroup per worker); skipped where neither can be made."""
+    mode = make_mode(request.param, tmp_path / "service")
+    if isinstance(mode, str):
+        pytest.skip(mode)
+    yield mode
+    mode.close()
 
 
 @pytest.fixture

@@ -28,8 +28,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.cgroup import LimitedCgroup, make_cgroup
 from supervisor.store import Store
-from tests.cgroup import LimitedCgroup, make_cgroup
 from tests.harness import MARKER_VAR, ROOT, free_port, marked_pids, until
 
 SCRIPT = ROOT / "render-start.sh"

@@ -20,6 +20,7 @@ from typing import Any
 import zmq
 
 from workers import protocol
+from workers.limits import WORKER_OOM_SCORE_ADJ, apply_task_limits, raise_oom_score, release_frames
 from workers.procname import WORKER_NAME, set_process_name
 from workers.registry import TaskContext, get_kind
 
@@ -42,6 +43,7 @@ def worker_main(task_id: str, attempt: int, endpoint: str, threads: int, spare: 
     """
     os.setsid()  # own process group: the supervisor kills the whole tree with one killpg
     _die_with_parent()
+    raise_oom_score(WORKER_OOM_SCORE_ADJ)  # the kernel's first choice, never the API
     _limit_threads(threads)
     code = EXIT_NO_TASK
     try:
@@ -64,6 +66,7 @@ def _serve(task_id: str, attempt: int, endpoint: str, task_wait_ms: int | None) 
         if task is None:
             log.error("task %s pid %d: no task received", task_id, os.getpid())
             return EXIT_NO_TASK
+        apply_task_limits(task.get("limits"))
         set_process_name(WORKER_NAME)
         sock.send(_run(task, sock))
         return EXIT_OK if _receive(sock, protocol.ACK, ACK_WAIT_MS) else EXIT_NO_ACK
@@ -94,6 +97,7 @@ def _run(task: dict[str, Any], sock: zmq.Socket[bytes]) -> bytes:
         result = spec.fn(payload, context)
         return protocol.encode(protocol.RESULT, result=result)
     except Exception as exc:  # the task's failure is data for the supervisor, not a worker crash
+        release_frames(exc)
         log.info("task %s pid %d failed: %s", task.get("task_id"), os.getpid(), exc)
         if not _is_input_error(exc):
             traceback.print_exc()

@@ -30,6 +30,7 @@ import sys
 import traceback
 from typing import Any
 
+from workers.limits import ZYGOTE_OOM_SCORE_ADJ, raise_oom_score
 from workers.procname import SPARE_NAME, WORKER_NAME, ZYGOTE_NAME, set_process_name
 
 PR_SET_PDEATHSIG = 1
@@ -123,6 +124,7 @@ def _prepare(preload: list[str]) -> None:
     # than left as zombies under a PID 1 that may not reap (a container's entrypoint often doesn't).
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
     set_process_name(ZYGOTE_NAME)
+    raise_oom_score(ZYGOTE_OOM_SCORE_ADJ)  # before the API, after any worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     import msgpack  # noqa: F401
     import pydantic  # noqa: F401

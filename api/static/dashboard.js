@@ -226,10 +226,11 @@
     setText("stat-limit-source", `from ${m.limit_source}`);
     setText("stat-high-water", mb(m.high_water_mb));
     setText("stat-budget", mb(m.budget_mb));
-    setText("stat-budget-detail", `API+zygote ${mb(m.api_and_zygote_mb)}, margin ${mb(m.safety_margin_mb)}`);
+    setText("stat-budget-detail", `base ${mb(m.api_and_zygote_mb)}, margin ${mb(m.safety_margin_mb)}`);
     setText("stat-committed", mb(m.committed_mb));
     setText("stat-workers", String(workers.length));
     setText("stat-backstop", m.worker_cgroups ? "kernel backstop on" : "watchdog only");
+    setText("enforcement", m.enforcement ? m.enforcement.summary : "–");
     const oom = m.container_oom_kills;
     setText("stat-oom", oom === null || oom === undefined ? "–" : String(oom));
   }

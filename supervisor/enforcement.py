@@ -1,0 +1,109 @@
+"""What memory enforcement this container allows, said once at boot and in /admin/memory.
+
+On Render the service runs as an unprivileged uid with /sys/fs/cgroup read-only, on half a CPU, and
+Kubernetes sets memory.oom.group=1: one OOM kill restarts the instance. What is left to enforce
+ceilings then is the watchdog, RLIMIT_DATA in each worker, and admission that reserves ceilings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from supervisor.config import SupervisorSettings
+from supervisor.memory import CGROUP_ROOT, Cgroup
+
+
+@dataclass(frozen=True)
+class Enforcement:
+    cgroup_version: int | None  # of the memory controller we are in; None: none readable
+    cgroup_writable: bool  # whether our own memory cgroup's directory may be written
+    worker_cgroups: bool  # a pool cgroup and one per worker: the kernel backstop
+    oom_group: bool | None  # memory.oom.group (v2 only): any OOM kill takes every process
+    uid: int
+    rlimit_data: bool
+    data_limit_slack_mb: float
+    cpu_quota: float | None  # CPUs; None: no quota
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "summary": self.line()}
+
+    def line(self) -> str:
+        version = f"v{self.cgroup_version}" if self.cgroup_version else "none"
+        oom_group = {None: "n/a", True: "1", False: "0"}[self.oom_group]
+        cpus = "none" if self.cpu_quota is None else f"{self.cpu_quota:g} CPU"
+        backstop = "on" if self.worker_cgroups else "off (watchdog, RLIMIT_DATA, ceiling reservations)"
+        data = f"on (+{self.data_limit_slack_mb:g} MB slack)" if self.rlimit_data else "off"
+        return (
+            f"memory enforcement: cgroup {version} ({'writable' if self.cgroup_writable else 'read-only'}), "
+            f"oom.group {oom_group}, uid {self.uid}, worker cgroups {backstop}, RLIMIT_DATA {data}, "
+            f"CPU quota {cpus}"
+        )
+
+
+def detect(cgroup: Cgroup | None, worker_cgroups: bool, settings: SupervisorSettings) -> Enforcement:
+    return Enforcement(
+        cgroup_version=cgroup.version if cgroup else None,
+        cgroup_writable=bool(cgroup and os.access(cgroup.path, os.W_OK)),
+        worker_cgroups=worker_cgroups,
+        oom_group=cgroup.oom_group() if cgroup else None,
+        uid=os.getuid(),
+        rlimit_data=settings.worker_data_limit,
+        data_limit_slack_mb=settings.data_limit_slack_mb,
+        cpu_quota=cpu_quota(),
+    )
+
+
+def task_limits(settings: SupervisorSettings, ceiling_mb: float) -> dict[str, float | None]:
+    """What the worker limits itself to when it takes its task (workers/limits.py)."""
+    slack_mb = settings.data_limit_slack_mb if settings.worker_data_limit else None
+    return {"ceiling_mb": ceiling_mb, "data_slack_mb": slack_mb}
+
+
+def cpu_quota(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = CGROUP_ROOT) -> float | None:
+    """The tightest CPU quota over our cgroup and its ancestors (v1 cfs_quota_us, v2 cpu.max)."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    quotas: list[float] = []
+    for line in lines:
+        _, controllers, rel = line.split(":", 2)
+        names = controllers.split(",")
+        if "cpu" in names:
+            mount = next((root / n for n in (controllers, "cpu", "cpu,cpuacct") if (root / n).is_dir()), None)
+            if mount is not None:
+                quotas += _walk(mount / rel.lstrip("/"), mount, _v1_quota)
+        elif controllers == "":
+            quotas += _walk(root / rel.lstrip("/"), root, _v2_quota)
+    return min(quotas) if quotas else None
+
+
+def _walk(path: Path, top: Path, read: Any) -> list[float]:
+    found = []
+    for directory in [path, *path.parents]:
+        if not directory.is_relative_to(top):
+            break
+        quota = read(directory)
+        if quota is not None:
+            found.append(quota)
+    return found
+
+
+def _v1_quota(directory: Path) -> float | None:
+    try:
+        quota_us = int((directory / "cpu.cfs_quota_us").read_text())
+        period_us = int((directory / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def _v2_quota(directory: Path) -> float | None:
+    try:
+        quota, period = (directory / "cpu.max").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else int(quota) / int(period)
