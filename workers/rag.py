@@ -29,6 +29,7 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import logging
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -68,6 +69,10 @@ STORE_LOCK_TIMEOUT_S = 120.0
 STORE_LOCK_POLL_S = 0.02
 EMBED_PROGRESS_CHUNKS = 32
 RESERVED_KEY_PREFIXES = ("_", "chroma:")
+# What the rag.* workers write under DATA_DIR (and nothing else): the store and the low-memory model.
+STORE_DIR = "chroma"
+MODEL_CACHE = "models/minilm"
+STORES = (STORE_DIR, MODEL_CACHE)
 
 _COLLECTION_CHARS = re.compile(r"^[A-Za-z0-9._-]+$")
 _WORD = re.compile(r"\S+")
@@ -240,7 +245,7 @@ def chunk_documents(documents: list[RagDocument]) -> list[Chunk]:
 
 
 def chroma_dir(data_dir: Path) -> Path:
-    return data_dir / "chroma"
+    return data_dir / STORE_DIR
 
 
 @contextmanager
@@ -297,9 +302,14 @@ def _create_collection(client: ClientAPI, name: str) -> Collection:
 
 
 @lru_cache(maxsize=4)
+def chroma_server_configured() -> bool:
+    """Whether the store is a Chroma server (``CHROMA_URL``), which the workers then reach by network."""
+    return bool(os.environ.get("CHROMA_URL", "").strip())
+
+
 def embedder_for(data_dir: Path) -> MiniLMEmbedder:
     """One embedder per process and data dir (a worker runs one task, the agent several queries)."""
-    return MiniLMEmbedder(model_file=cached_lowmem_model(data_dir / "models"))
+    return MiniLMEmbedder(model_file=cached_lowmem_model(data_dir / MODEL_CACHE))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -339,6 +349,8 @@ def _write_chunks(
     timeout_s=600,
     retriable=True,
     switch="DISABLE_RAG",
+    stores=STORES,
+    network=chroma_server_configured,
 )
 def rag_ingest(payload: RagIngest, ctx: TaskContext) -> dict[str, Any]:
     """Embed documents (chunked) and add them to a collection, replacing documents with the same ids."""
@@ -427,6 +439,8 @@ def query_collection(payload: RagQuery, ctx: TaskContext) -> list[dict[str, Any]
     timeout_s=60,
     retriable=True,
     switch="DISABLE_RAG",
+    stores=STORES,
+    network=chroma_server_configured,
 )
 def rag_query(payload: RagQuery, ctx: TaskContext) -> dict[str, Any]:
     """Return the k documents most similar to a query (cosine), each with its best-matching chunk."""
@@ -470,6 +484,8 @@ def _drop_collection(client: ClientAPI, name: str) -> dict[str, Any]:
     timeout_s=60,
     retriable=True,
     switch="DISABLE_RAG",
+    stores=STORES,
+    network=chroma_server_configured,
 )
 def rag_delete(payload: RagDelete, ctx: TaskContext) -> dict[str, Any]:
     """Delete documents by id from a collection, or drop the collection when no ids are given."""
