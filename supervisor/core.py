@@ -32,9 +32,9 @@ from supervisor.errors import (
     TaskNotFoundError,
 )
 from supervisor.events import EventHub
+from supervisor.host import WorkerHost
 from supervisor.privileges import Privileges
 from supervisor.privileges_config import PrivilegeSettings
-from supervisor.host import WorkerHost
 from supervisor.spares import Spare, Spares
 from supervisor.states import FINAL, Reason, State
 from supervisor.store import Store, TaskRow, as_utc, utcnow

@@ -103,7 +103,9 @@ class WorkerHost:
         network: bool = True,
     ) -> WorkerProcess:
         path = str(cgroup.path) if cgroup else None
-        return await self.zygote.fork(identity, attempt, endpoint, threads, path, spare=spare, network=network)
+        return await self.zygote.fork(
+            identity, attempt, endpoint, threads, path, spare=spare, network=network
+        )
 
     def task_oom(self, worker: RunningWorker) -> bool:
         """Whether the kernel OOM-killed inside the worker's cgroup (that is, at its ceiling)."""

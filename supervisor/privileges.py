@@ -29,6 +29,7 @@ from supervisor.privileges_config import DEFAULT_WORKER_USER, PrivilegeSettings
 from workers import landlock
 from workers.catalog import Catalog
 from workers.errors import ConfigError
+from workers.registry import PathsFn
 from workers.sandbox import CLONE_NEWNET, CLONE_NEWUSER, Policy
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,8 @@ class Privileges:
         self.data_dir = data_dir.absolute()
         self.root = os.geteuid() == 0
         self.user = resolve_worker_user(settings.worker_user) if self.root else None
+        if self.user is not None:
+            _check_code_reachable(self.user)
         self.landlock_abi, self.landlock_off = (
             landlock.abi_version() if settings.worker_landlock else (0, "WORKER_LANDLOCK=false")
         )
@@ -182,19 +185,21 @@ class Privileges:
         kinds = catalog.kinds
         self.network = {name: spec.needs_network() for name, spec in kinds.items()}
         self.stores = {name: [self.data_dir / s for s in spec.stores] for name, spec in kinds.items()}
-        self.reads = {name: [str(p) for p in spec.reads(self.data_dir)] if spec.reads else [] for name, spec in kinds.items()}  # fmt: skip
+        self.reads = {name: _reads(spec.reads, self.data_dir) for name, spec in kinds.items()}
         self.secrets = {name: spec.secrets for name, spec in kinds.items() if spec.secrets}
         self.unreachable: Path | None = None
         secret_names = {n for names in self.secrets.values() for n in names}
         leaked = sorted(secret_names & set(settings.extra_env()))
         if leaked:
-            raise ConfigError(f"WORKER_ENV: {', '.join(leaked)} is a kind's secret and travels with its tasks only")
+            names = ", ".join(leaked)
+            raise ConfigError(f"WORKER_ENV: {names} is a kind's secret and travels with its tasks only")
 
     # ----- what workers receive --------------------------------------------------------------
 
     def zygote_env(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
         secret_names = {n for names in self.secrets.values() for n in names}
-        return worker_environment(os.environ if environ is None else environ, self.settings.extra_env(), secret_names)
+        source = os.environ if environ is None else environ
+        return worker_environment(source, self.settings.extra_env(), secret_names)
 
     def needs_network(self, kind: str) -> bool:
         return self.network.get(kind, True)
@@ -260,11 +265,11 @@ class Privileges:
     def report(self) -> dict[str, Any]:
         """Each protection: on or off, and what it is or why it is off."""
         if self.user is not None:
-            user = {"on": True, "detail": f"uid {self.user.uid} gid {self.user.gid} ({self.user.name})"}
-            if self.user.note:
-                user["detail"] += f"; {self.user.note}"
+            detail = f"uid {self.user.uid} gid {self.user.gid} ({self.user.name})"
+            user = {"on": True, "detail": detail + (f"; {self.user.note}" if self.user.note else "")}
         else:
-            user = {"on": False, "detail": f"the service runs as uid {os.geteuid()}, not root: workers share it"}
+            detail = f"the service runs as uid {os.geteuid()}, not root: workers share its uid"
+            user = {"on": False, "detail": detail}
         secrets = ", ".join(f"{k}: {'/'.join(v)}" for k, v in sorted(self.secrets.items())) or "none"
         landlock_detail = f"Landlock ABI {self.landlock_abi}" if self.landlock_abi else self.landlock_off
         with_network = sorted(k for k, on in self.network.items() if on)
@@ -283,8 +288,8 @@ class Privileges:
         if self.unreachable is not None:
             report["data_dir_reachable"] = {
                 "on": False,
-                "detail": f"{self.unreachable} is not searchable by uid {self.user.uid if self.user else '?'}: "
-                "tasks that read uploads or write a store will fail; make it o+x or move DATA_DIR",
+                "detail": f"{self.unreachable} is not searchable by the worker user: tasks that read "
+                "uploads or write a store will fail; make it o+x or move DATA_DIR",
             }
         return report
 
@@ -293,6 +298,24 @@ class Privileges:
         on = [f"{name} ({item['detail']})" for name, item in report.items() if item["on"]]
         off = [f"{name} ({item['detail']})" for name, item in report.items() if not item["on"]]
         return f"worker protections on: {'; '.join(on)} | off: {'; '.join(off) or 'none'}"
+
+
+def _check_code_reachable(user: WorkerUser) -> None:
+    """Workers import lazily: the worker user must reach the interpreter's prefix and the code."""
+    import workers
+
+    for code in (Path(sys.prefix), Path.cwd(), Path(workers.__file__).parent):
+        blocked = searchable_by(code.resolve(), user.uid, user.gid)
+        if blocked is not None:
+            raise ConfigError(
+                f"workers of a root service run as {user.name} (uid {user.uid}), who cannot pass "
+                f"through {blocked} to reach {code}: make it searchable (chmod o+x {blocked}), move "
+                "the installation, or run the service as a non-root user"
+            )
+
+
+def _reads(reads: PathsFn | None, data_dir: Path) -> list[str]:
+    return [str(path) for path in reads(data_dir)] if reads is not None else []
 
 
 def _not_dumpable() -> None:

@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import json
 import logging
-import os
 import socket
 import subprocess
 import sys

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import stat
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,9 +22,7 @@ def _servers(base: Path) -> Iterator[ServerFactory]:
     servers: list[Server] = []
 
     def make(env: dict[str, str] | None = None, data_dir: Path | None = None, **kw: object) -> Server:
-        data_dir = data_dir or base / f"data{len(servers)}"
-        passable_for_workers(data_dir)
-        server = Server(data_dir, env=env, **kw)  # type: ignore[arg-type]
+        server = Server(data_dir or base / f"data{len(servers)}", env=env, **kw)  # type: ignore[arg-type]
         servers.append(server)
         return server
 
@@ -39,21 +35,6 @@ def _servers(base: Path) -> Iterator[ServerFactory]:
             os.kill(pid, signal.SIGKILL)
         server.close()
     assert not leftovers, f"processes left behind: {leftovers}"
-
-
-def passable_for_workers(path: Path) -> None:
-    """A root service's workers run as another user, who must pass through the directories above
-    DATA_DIR to reach its stores and spool: pytest's temporary directories are 0700. Search only
-    (o+x), never listing, and only on directories of this run under the temporary root."""
-    if os.geteuid() != 0:
-        return
-    top = Path(tempfile.gettempdir()).resolve()
-    for directory in [path, *path.parents]:
-        if directory == top or top not in directory.parents or not directory.is_dir():
-            continue
-        mode = directory.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
 
 @pytest.fixture

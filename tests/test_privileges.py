@@ -150,7 +150,9 @@ def assert_no_secret(values: Any) -> None:
 
 def assert_no_api_descriptor(server: Server, fds: list[dict[str, Any]]) -> None:
     assert server.proc is not None
-    api = {os.readlink(f"/proc/{server.proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{server.proc.pid}/fd")}
+    api = {
+        os.readlink(f"/proc/{server.proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{server.proc.pid}/fd")
+    }
     own = [fd for fd in fds if fd["fd"] > 2]
     # Sockets and pipes are named by inode, files by path; anonymous inodes (eventfd, epoll) are one
     # shared inode per type in the kernel, so their names say nothing of where they came from.
@@ -167,7 +169,9 @@ def proc_status(pid: int) -> dict[str, str]:
 def assert_outside_view(server: Server, uid: int) -> None:
     """A running worker and the zygote, seen from outside: environment, uid, no_new_privs."""
     task = server.submit("diag.sleep", {"seconds": 120})
-    pid = until(lambda: next((w["pid"] for w in server.admin.get("/admin/workers").json()), None), 30, "worker")
+    pid = until(
+        lambda: next((w["pid"] for w in server.admin.get("/admin/workers").json()), None), 30, "worker"
+    )
     try:
         status = proc_status(pid)
         assert status["Uid"].split() == [str(uid)] * 4
@@ -290,3 +294,17 @@ def test_unprivileged_service_workers_are_fenced_by_landlock(
     assert security["worker_user"]["on"] is False
     assert security["filesystem"] == {"on": True, "detail": f"Landlock ABI {LANDLOCK_ABI}"}
     assert security["network"]["on"] is isolation
+
+
+def test_code_the_worker_user_cannot_reach_refuses_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from supervisor.privileges import WorkerUser, _check_code_reachable
+
+    closed = tmp_path / "checkout"
+    closed.mkdir(mode=0o700)
+    closed.chmod(0o700)
+    monkeypatch.chdir(closed)
+    stranger = WorkerUser("stranger", os.geteuid() + 4242, os.getegid() + 4242)
+    with pytest.raises(ConfigError, match="cannot pass through"):
+        _check_code_reachable(stranger)

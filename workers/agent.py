@@ -325,7 +325,7 @@ def run_agent(payload: AgentInput, ctx: TaskContext, settings: AgentSettings) ->
     secrets=("LLM_API_KEY",),  # sent with each agent task; never in the zygote's environment
     network=lambda: llm_configured() or chroma_server_configured(),
     stores=STORES,  # retrieval opens the store, which may write (see workers/rag.py)
-    reads=lambda data_dir: _ocr_models(data_dir),  # an attachment goes through the OCR kind
+    reads=_ocr_models,  # an attachment goes through the OCR kind
 )
 def agent(payload: AgentInput, ctx: TaskContext) -> dict[str, Any]:
     """Answer a question from a collection's passages (and an attached image's text), with sources."""

@@ -128,7 +128,8 @@ def _add_rule(libc: ctypes.CDLL, sys_add: int, ruleset: int, path: Path, rights:
         if not os.path.isdir(path):
             rights &= EXECUTE | READ_FILE | WRITE_FILE | TRUNCATE | IOCTL_DEV  # rights a file can take
         beneath = _PathBeneathAttr(rights, fd)
-        if libc.syscall(sys_add, ctypes.c_int(ruleset), ctypes.c_int(RULE_PATH_BENEATH), ctypes.byref(beneath), 0):
+        kind = ctypes.c_int(RULE_PATH_BENEATH)
+        if libc.syscall(sys_add, ctypes.c_int(ruleset), kind, ctypes.byref(beneath), ctypes.c_uint32(0)):
             raise SandboxError(f"landlock_add_rule {path}: {os.strerror(ctypes.get_errno())}")
     finally:
         os.close(fd)

@@ -26,7 +26,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,20 +62,23 @@ class Policy:
         return cls(**json.loads(text)) if text else cls()
 
 
-_policy = Policy()
-_fork_network = True  # whether the worker being forked keeps the service's network
+@dataclass
+class _State:
+    policy: Policy = field(default_factory=Policy)
+    fork_network: bool = True  # whether the worker being forked keeps the service's network
+
+
+_state = _State()
 
 
 def configure(policy: Policy) -> None:
     """In the zygote, once: the policy every worker it forks applies."""
-    global _policy
-    _policy = policy
+    _state.policy = policy
 
 
 def set_fork_network(network: bool) -> None:
     """In the zygote's child, before :func:`at_fork`: the fork request says if its kind needs network."""
-    global _fork_network
-    _fork_network = network
+    _state.fork_network = network
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -84,24 +87,25 @@ def set_fork_network(network: bool) -> None:
 
 def at_fork() -> None:
     """Harden the worker process; raises SandboxError (the worker then exits) rather than run bare."""
+    policy = _state.policy
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise SandboxError(f"PR_SET_NO_NEW_PRIVS: {os.strerror(ctypes.get_errno())}")
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash never writes task data to a core file
     os.closerange(3, 1 << 16)  # whatever the zygote held stays with it; ZeroMQ opens its own
-    if _policy.isolate_network and not _fork_network:
-        _new_network_namespace(libc)
-    if _policy.uid is not None and _policy.gid is not None:
-        _become(_policy.uid, _policy.gid)
+    if policy.isolate_network and not _state.fork_network:
+        _new_network_namespace(libc, policy.user_namespace)
+    if policy.uid is not None and policy.gid is not None:
+        _become(policy.uid, policy.gid)
     # A credential change clears the parent-death signal: ask again, and mind a zygote already gone.
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:
         os._exit(3)
 
 
-def _new_network_namespace(libc: ctypes.CDLL) -> None:
+def _new_network_namespace(libc: ctypes.CDLL, user_namespace: bool) -> None:
     uid, gid = os.geteuid(), os.getegid()
-    flags = CLONE_NEWNET | (CLONE_NEWUSER if _policy.user_namespace else 0)
+    flags = CLONE_NEWNET | (CLONE_NEWUSER if user_namespace else 0)
     if libc.unshare(flags) != 0:
         raise SandboxError(f"unshare(network namespace): {os.strerror(ctypes.get_errno())}")
     if flags & CLONE_NEWUSER:
@@ -140,13 +144,14 @@ def enter_task(task: dict[str, Any]) -> None:
     if task_dir.is_dir():
         os.environ["TMPDIR"] = os.environ["HOME"] = str(task_dir)
         tempfile.tempdir = None  # gettempdir() caches; the zygote may have asked already
-    if _policy.landlock_abi <= 0:
+    abi = _state.policy.landlock_abi
+    if abi <= 0:
         return
     writes = [task_dir, *(Path(p) for p in fence.get("writes") or [])]
     reads = [Path(p) for p in fence.get("reads") or []]
-    rules = list(rules_for(Path(task["data_dir"]), reads, writes, _policy.landlock_abi))
-    block_tcp = _policy.block_tcp and not fence.get("network", True)
-    landlock.restrict_self(_policy.landlock_abi, rules, block_tcp=block_tcp)
+    rules = list(rules_for(Path(task["data_dir"]), reads, writes, abi))
+    block_tcp = _state.policy.block_tcp and not fence.get("network", True)
+    landlock.restrict_self(abi, rules, block_tcp=block_tcp)
 
 
 def rules_for(
@@ -157,8 +162,8 @@ def rules_for(
     everything = landlock.fs_rights(abi)
     for path in code_paths(data_dir):
         yield path, landlock.READ
-    for path in SYSTEM_READ:
-        yield Path(path), landlock.READ
+    for system in SYSTEM_READ:
+        yield Path(system), landlock.READ
     yield Path(DEVICES), landlock.READ | landlock.WRITE_FILE | landlock.TRUNCATE | landlock.IOCTL_DEV
     for path in reads:
         yield path, landlock.READ
