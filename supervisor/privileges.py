@@ -181,6 +181,7 @@ class Privileges:
             user_namespace=self.network_mode == "namespace" and not self.root,
             landlock_abi=self.landlock_abi,
             block_tcp=self.network_mode == "landlock-tcp",
+            data_dir=str(self.data_dir),
         )
         kinds = catalog.kinds
         self.network = {name: spec.needs_network() for name, spec in kinds.items()}

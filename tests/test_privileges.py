@@ -35,7 +35,7 @@ from tests.harness import Server, until
 from workers import landlock
 from workers.errors import ConfigError
 from workers.registry import task_kind
-from workers.sandbox import CLONE_NEWNET, CLONE_NEWUSER, around
+from workers.sandbox import CLONE_NEWNET, CLONE_NEWUSER, around, outermost
 
 UNPRIVILEGED_UID = 10001
 API_KEY = "user-key-" + uuid.uuid4().hex
@@ -90,6 +90,15 @@ def test_landlock_grants_go_around_the_data_directory(tmp_path: Path) -> None:
     assert sorted(p.name for p in granted) == ["README.md", "api", "tests", "workers"]
     assert around(checkout, tmp_path / "elsewhere") == [checkout]
     assert around(checkout / "data" / "models", checkout / "data") == []
+
+
+@given(st.lists(st.lists(st.sampled_from(["a", "b", "a-b", "c"]), min_size=1, max_size=4)))
+def test_outermost_keeps_one_rule_per_covered_tree(parts: list[list[str]]) -> None:
+    paths = [Path("/", *p) for p in parts]
+    kept = outermost(paths)
+    assert set(kept) <= set(paths)
+    assert not [k for k in kept if any(other in k.parents for other in kept)]
+    assert all(any(k == p or k in p.parents for k in kept) for p in paths)
 
 
 def test_worker_user_resolution() -> None:

@@ -53,6 +53,7 @@ class Policy:
     user_namespace: bool = False  # ... made inside a user namespace (an unprivileged service)
     landlock_abi: int = 0  # 0: no filesystem fence
     block_tcp: bool = False  # no namespace possible: Landlock refuses TCP instead (ABI >= 4)
+    data_dir: str = ""  # never granted as code, though it may sit inside the checkout
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -66,14 +67,18 @@ class Policy:
 class _State:
     policy: Policy = field(default_factory=Policy)
     fork_network: bool = True  # whether the worker being forked keeps the service's network
+    code: list[Path] = field(default_factory=list)  # found once in the zygote, after its imports
 
 
 _state = _State()
 
 
 def configure(policy: Policy) -> None:
-    """In the zygote, once: the policy every worker it forks applies."""
+    """In the zygote, once its imports are done: the policy every worker it forks applies. Where code
+    lives is worked out here, once (about 100 ms of path resolution), not in every worker."""
     _state.policy = policy
+    if policy.landlock_abi > 0:
+        _state.code = code_paths(Path(policy.data_dir or "data"))
 
 
 def set_fork_network(network: bool) -> None:
@@ -149,18 +154,19 @@ def enter_task(task: dict[str, Any]) -> None:
         return
     writes = [task_dir, *(Path(p) for p in fence.get("writes") or [])]
     reads = [Path(p) for p in fence.get("reads") or []]
-    rules = list(rules_for(Path(task["data_dir"]), reads, writes, abi))
+    code = _state.code or code_paths(Path(task["data_dir"]))
+    rules = list(rules_for(code, reads, writes, abi))
     block_tcp = _state.policy.block_tcp and not fence.get("network", True)
     landlock.restrict_self(abi, rules, block_tcp=block_tcp)
 
 
 def rules_for(
-    data_dir: Path, reads: Iterable[Path], writes: Iterable[Path], abi: int
+    code: Iterable[Path], reads: Iterable[Path], writes: Iterable[Path], abi: int
 ) -> Iterator[tuple[Path, int]]:
-    """Landlock rules: code and system paths read-only (never the data directory), ``reads`` read-only,
-    ``writes`` with every right, the devices read-write."""
+    """Landlock rules: code and system paths read-only, ``reads`` read-only, ``writes`` with every
+    right, the devices read-write."""
     everything = landlock.fs_rights(abi)
-    for path in code_paths(data_dir):
+    for path in code:
         yield path, landlock.READ
     for system in SYSTEM_READ:
         yield Path(system), landlock.READ
@@ -189,7 +195,16 @@ def code_paths(data_dir: Path) -> list[Path]:
     granted: list[Path] = []
     for root in sorted(roots):
         granted += around(root, data)
-    return granted
+    return outermost(granted)
+
+
+def outermost(paths: Iterable[Path]) -> list[Path]:
+    """The paths not beneath another one of them: one rule covers everything beneath it."""
+    kept: list[Path] = []
+    for path in sorted(set(paths)):
+        if not kept or kept[-1] not in path.parents:
+            kept.append(path)
+    return kept
 
 
 def around(root: Path, excluded: Path) -> list[Path]:

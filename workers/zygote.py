@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preload", default="", help="comma-separated kind modules")
     parser.add_argument("--sandbox", default="", help="the workers' policy, JSON (workers/sandbox.py)")
     args = parser.parse_args(argv)
-    sandbox.configure(sandbox.Policy.from_json(args.sandbox))
     _prepare([m for m in args.preload.split(",") if m])
+    sandbox.configure(sandbox.Policy.from_json(args.sandbox))
     ZygoteServer(socket.socket(fileno=args.fd)).serve()
 
 
