@@ -194,24 +194,23 @@ def assert_outside_view(server: Server, uid: int) -> None:
     assert server.wait(task["id"])["state"] == "cancelled"
 
 
-@pytest.fixture
-def outside(tmp_path: Path) -> Path:
-    directory = tmp_path / "outside"
-    directory.mkdir(mode=0o777)
-    directory.chmod(0o777)  # writable by anyone: only the worker's fence can refuse
+def outside_of(server: Server) -> Path:
+    """Beside DATA_DIR, writable by anyone: only the worker's fence can refuse."""
+    directory = server.data_dir.parent / "outside"
+    directory.mkdir(mode=0o777, exist_ok=True)
+    directory.chmod(0o777)
     return directory
 
 
 @needs_root
-def test_root_service_workers_hold_no_secret_no_privilege_no_reach(
-    make_server: ServerFactory, outside: Path
-) -> None:
+def test_root_service_workers_hold_no_secret_no_privilege_no_reach(make_server: ServerFactory) -> None:
     from tests.test_agent_kind import ChatStandIn
 
     chat = ChatStandIn()
     chat.thread.start()
     try:
-        data_dir = outside.parent / "data"
+        server = make_server(headers={"X-API-Key": API_KEY})
+        data_dir = server.data_dir
         env = {
             **SECRETS,
             "DATABASE_URL": f"sqlite:///{data_dir / 'memvisor.db'}",
@@ -219,7 +218,9 @@ def test_root_service_workers_hold_no_secret_no_privilege_no_reach(
             "LLM_MODEL": "stand-in-model",
             "LLM_TIMEOUT_S": "10",
         }
-        server = make_server(env=env, data_dir=data_dir, headers={"X-API-Key": API_KEY}).start()
+        server.env.update(env)
+        server.start()
+        outside = outside_of(server)
         worker_uid = pwd.getpwnam(DEFAULT_WORKER_USER).pw_uid if _user_exists() else 65534
         report = inspect(server, probes_for(server, outside))
         assert report["uid"] == [worker_uid] * 3 and report["groups"] == []

@@ -146,7 +146,7 @@ def enter_task(task: dict[str, Any]) -> None:
     fence = task.get("sandbox") or {}
     os.environ.update({str(k): str(v) for k, v in (fence.get("secrets") or {}).items()})
     task_dir = Path(task["spool_dir"])
-    if task_dir.is_dir():
+    if os.path.isdir(task_dir):  # False too where the worker user cannot reach DATA_DIR
         os.environ["TMPDIR"] = os.environ["HOME"] = str(task_dir)
         tempfile.tempdir = None  # gettempdir() caches; the zygote may have asked already
     abi = _state.policy.landlock_abi
