@@ -50,7 +50,9 @@ RUN python -m venv /opt/venv \
 FROM ${PYTHON_IMAGE}
 
 # A fixed uid, so that a disk mounted at /data keeps one owner across image rebuilds.
+# memvisor-worker: the user workers run as if the service is ever started as root (WORKER_USER).
 RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin memvisor \
+    && useradd --system --user-group --no-create-home --shell /usr/sbin/nologin memvisor-worker \
     && mkdir -p /data \
     && chown memvisor:memvisor /data
 

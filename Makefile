@@ -17,7 +17,7 @@ TEST_DEBS := chromium fonts-dejavu-core postgresql
 OCR_MODEL_DIR ?= data/models/ocr
 OCR_MODELS := $(OCR_MODEL_DIR)/manifest.json
 
-.PHONY: install models system-deps run test bench lint typecheck check clean
+.PHONY: install models system-deps worker-user run test bench lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,10 +42,20 @@ system-deps:
 		else echo "not installed (tests that need them will skip): $$missing"; fi; \
 	fi
 
-run: install models
+# A root service runs its workers as this user (WORKER_USER); without it they fall back to nobody.
+WORKER_USER_NAME := memvisor-worker
+worker-user:
+	@if [ "$$(id -u)" = 0 ] && ! getent passwd $(WORKER_USER_NAME) >/dev/null; then \
+		if command -v useradd >/dev/null; then \
+			echo "creating system user $(WORKER_USER_NAME)"; \
+			useradd --system --user-group --no-create-home --shell /usr/sbin/nologin $(WORKER_USER_NAME); \
+		else echo "no useradd: workers of a root service will run as nobody"; fi; \
+	fi
+
+run: install models worker-user
 	OCR_MODEL_DIR=$(abspath $(OCR_MODEL_DIR)) exec $(BIN)/python -m api
 
-test: install models system-deps
+test: install models system-deps worker-user
 	OCR_MODEL_DIR=$(abspath $(OCR_MODEL_DIR)) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Under 15 minutes; BENCH_ARGS=--quick for a two-minute smoke run. Writes bench/results/.

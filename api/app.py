@@ -14,6 +14,8 @@ from api.limits import BodyLimitMiddleware
 from api.routes import admin, dashboard, health, kinds, tasks
 from supervisor.config import SupervisorSettings
 from supervisor.core import Supervisor
+from supervisor.privileges import Privileges
+from supervisor.privileges_config import PrivilegeSettings
 from workers.catalog import load_catalog
 from workers.config import KindSettings
 
@@ -32,10 +34,12 @@ def create_app(
     vector_store = kind_conf.vector_store(sup_settings.data_dir, sup_settings.database_url)
     if vector_store["warning"]:
         log.warning("vector store: %s", vector_store["warning"])
+    # Checked here, before serving: a bad WORKER_USER stops the service with one line.
+    privileges = Privileges(PrivilegeSettings(), catalog, sup_settings.data_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        supervisor = Supervisor(sup_settings, catalog)
+        supervisor = Supervisor(sup_settings, catalog, privileges=privileges)
         await supervisor.start()
         app.state.supervisor = supervisor
         try:

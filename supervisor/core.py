@@ -34,6 +34,8 @@ from supervisor.errors import (
 )
 from supervisor.events import EventHub
 from supervisor.host import WorkerHost
+from supervisor.privileges import Privileges
+from supervisor.privileges_config import PrivilegeSettings
 from supervisor.spares import Spare, Spares
 from supervisor.states import FINAL, Reason, State
 from supervisor.store import Store, TaskRow, as_utc, utcnow
@@ -74,12 +76,19 @@ class Submission:
 
 
 class Supervisor:
-    def __init__(self, settings: SupervisorSettings, catalog: Catalog, store: Store | None = None):
+    def __init__(
+        self,
+        settings: SupervisorSettings,
+        catalog: Catalog,
+        store: Store | None = None,
+        privileges: Privileges | None = None,
+    ):
         self.settings = settings
         self.catalog = catalog
         self.store = store or Store(settings.database())
         self.probe = ContainerProbe(settings.memory_limit_mb)
-        self.host = WorkerHost(catalog.modules, settings.worker_cgroups)
+        self.privileges = privileges or Privileges(PrivilegeSettings(), catalog, settings.data_dir)
+        self.host = WorkerHost(catalog.modules, settings.worker_cgroups, self.privileges)
         self.zygote = self.host.zygote
         self.broker = Broker(self._on_message, settings.runtime_dir)
         self.spares = Spares(
@@ -119,6 +128,8 @@ class Supervisor:
     async def start(self) -> None:
         self.settings.spool_dir().mkdir(parents=True, exist_ok=True)
         self.broker.start()
+        self.privileges.prepare(self.broker.runtime_dir, self.settings.spool_dir(), self.settings.database())
+        log.info("%s", self.privileges.boot_line())
         await self.host.start()
         self.spares.refill()
         self._recover()
@@ -399,7 +410,7 @@ class Supervisor:
             reason=None,
         ):
             return  # cancelled meanwhile
-        spare = self.spares.take(ceiling_mb)
+        spare = self.spares.take(ceiling_mb) if self.privileges.spare_fits(row.kind) else None
         worker = RunningWorker(
             task_id=row.id,
             kind=row.kind,
@@ -493,6 +504,7 @@ class Supervisor:
             data_dir=str(self.settings.data_dir.resolve()),
             spool_dir=str(spool.resolve()),
             limits=task_limits(self.settings, worker.ceiling_mb),
+            **self.privileges.task_fields(worker.kind, spool),
         )
         self._send(worker, frame)
 

@@ -12,6 +12,7 @@ import logging
 from supervisor.backstop import open_backstop
 from supervisor.cgroups import WorkerCgroups
 from supervisor.memory import MB, Cgroup
+from supervisor.privileges import Privileges
 from supervisor.worker import RunningWorker
 from supervisor.zygote import WorkerProcess, Zygote, ZygoteLostError
 from workers import protocol
@@ -22,8 +23,9 @@ log = logging.getLogger(__name__)
 
 
 class WorkerHost:
-    def __init__(self, preload: tuple[str, ...], use_cgroups: bool) -> None:
-        self.zygote = Zygote(preload)
+    def __init__(self, preload: tuple[str, ...], use_cgroups: bool, privileges: Privileges) -> None:
+        self.privileges = privileges
+        self.zygote = Zygote(preload, privileges.zygote_env(), privileges.policy.to_json())
         self._use_cgroups = use_cgroups
         self.cgroups: WorkerCgroups | None = None
         self._lock = asyncio.Lock()
@@ -57,7 +59,10 @@ class WorkerHost:
         """Fork the worker, inside its own cgroup (limited to its ceiling) where there is one."""
         worker.cgroup = self._new_cgroup(worker.routing_id, worker.ceiling_mb)
         try:
-            return await self._fork(worker.task_id, worker.attempt, worker.cgroup, endpoint, threads)
+            network = self.privileges.needs_network(worker.kind)
+            return await self._fork(
+                worker.task_id, worker.attempt, worker.cgroup, endpoint, threads, network=network
+            )
         except BaseException:
             self.remove_cgroup(worker.cgroup)
             worker.cgroup = None
@@ -66,10 +71,13 @@ class WorkerHost:
     async def spawn_spare(
         self, identity: str, endpoint: str, threads: int
     ) -> tuple[WorkerProcess, Cgroup | None]:
-        """Fork a worker that waits for a task; its cgroup is limited once it gets one."""
+        """Fork a worker that waits for a task; its cgroup is limited once it gets one. Spares have no
+        network where namespaces isolate it: only kinds that need none take them."""
         cgroup = self._new_cgroup(protocol.routing_id(identity, SPARE_ATTEMPT), None)
         try:
-            process = await self._fork(identity, SPARE_ATTEMPT, cgroup, endpoint, threads, spare=True)
+            process = await self._fork(
+                identity, SPARE_ATTEMPT, cgroup, endpoint, threads, spare=True, network=False
+            )
         except BaseException:
             self.remove_cgroup(cgroup)
             raise
@@ -93,9 +101,12 @@ class WorkerHost:
         threads: int,
         *,
         spare: bool = False,
+        network: bool = True,
     ) -> WorkerProcess:
         path = str(cgroup.path) if cgroup else None
-        return await self.zygote.fork(identity, attempt, endpoint, threads, path, spare=spare)
+        return await self.zygote.fork(
+            identity, attempt, endpoint, threads, path, spare=spare, network=network
+        )
 
     def task_oom(self, worker: RunningWorker) -> bool:
         """Whether the kernel OOM-killed inside the worker's cgroup (that is, at its ceiling)."""

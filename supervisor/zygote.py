@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import json
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -50,8 +49,10 @@ class WorkerProcess:
 
 
 class Zygote:
-    def __init__(self, preload: tuple[str, ...]) -> None:
+    def __init__(self, preload: tuple[str, ...], env: dict[str, str], sandbox: str) -> None:
         self.preload = preload
+        self.env = env  # allow-listed: no secret of the service (supervisor/privileges.py)
+        self.sandbox = sandbox  # the workers' policy, JSON (workers/sandbox.py)
         self._proc: subprocess.Popen[bytes] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -79,8 +80,11 @@ class Zygote:
         await self.stop()
         ours, theirs = socket.socketpair()
         cmd = [sys.executable, "-m", "workers.zygote", "--fd", str(theirs.fileno())]
-        cmd += ["--preload", ",".join(self.preload)]
-        self._proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env={**os.environ, **CHILD_ENV})
+        cmd += ["--preload", ",".join(self.preload), "--sandbox", self.sandbox]
+        # close_fds (the default) with pass_fds: the API's descriptors stay in the API.
+        self._proc = subprocess.Popen(
+            cmd, pass_fds=[theirs.fileno()], close_fds=True, env={**self.env, **CHILD_ENV}
+        )
         theirs.close()
         reader, self._writer = await asyncio.open_unix_connection(sock=ours)
         try:
@@ -101,6 +105,7 @@ class Zygote:
         cgroup: str | None,
         *,
         spare: bool = False,
+        network: bool = True,
     ) -> WorkerProcess:
         if not self.alive() or self._writer is None:
             raise ZygoteLostError("the zygote is not running")
@@ -116,6 +121,7 @@ class Zygote:
             "threads": threads,
             "cgroup": cgroup,
             "spare": spare,
+            "network": network,
         }
         self._writer.write(json.dumps(request).encode() + b"\n")
         try:

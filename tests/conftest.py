@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
+import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -38,15 +42,32 @@ def _servers(base: Path) -> Iterator[ServerFactory]:
     assert not leftovers, f"processes left behind: {leftovers}"
 
 
+@pytest.fixture(scope="session")
+def servers_root() -> Iterator[Path]:
+    """Where the servers' data directories live. Not under pytest's temporary root: pytest makes that
+    0700 again at every session start (any engineer's), and a root service's workers run as another
+    user, who must pass through to DATA_DIR. 0711: passable, not listable."""
+    root = Path(tempfile.mkdtemp(prefix="memvisor-tests-"))
+    root.chmod(0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _base(root: Path, name: str) -> Path:
+    base = root / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)[:60]}-{uuid.uuid4().hex[:6]}"
+    base.mkdir()
+    return base
+
+
 @pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
-    yield from _servers(tmp_path)
+def make_server(servers_root: Path, request: pytest.FixtureRequest) -> Iterator[ServerFactory]:
+    yield from _servers(_base(servers_root, request.node.name))
 
 
 @pytest.fixture(scope="module")
-def make_module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+def make_module_server(servers_root: Path, request: pytest.FixtureRequest) -> Iterator[ServerFactory]:
     """For a module whose tests can share one server: it starts once, and is checked at the end."""
-    yield from _servers(tmp_path_factory.mktemp("module"))
+    yield from _servers(_base(servers_root, request.module.__name__))
 
 
 @pytest.fixture(scope="session")

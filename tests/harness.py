@@ -10,8 +10,10 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -46,6 +48,21 @@ def run_fresh(
     assert proc.returncode == 0, proc.stderr[-3000:]
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
+
+
+def passable_for_workers(path: Path) -> None:
+    """A root service's workers run as another user, who must pass through the directories above
+    DATA_DIR to reach its stores and spool; pytest's and tempfile's directories are 0700. Search only
+    (o+x), never listing, and only on directories under the temporary root."""
+    if os.geteuid() != 0:
+        return
+    top = Path(tempfile.gettempdir()).resolve()
+    for directory in [path, *path.parents]:
+        if directory == top or top not in directory.parents or not directory.is_dir():
+            continue
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
 
 def free_port() -> int:
@@ -133,6 +150,7 @@ class Server:
 
     def start(self, ready_timeout_s: float = 30) -> Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        passable_for_workers(self.data_dir)
         log = self.log_path.open("ab")
         cmd = [*self.wrap, sys.executable, "-m", "api"]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)

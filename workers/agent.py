@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -35,6 +37,7 @@ from workers.agent_config import AgentSettings
 from workers.errors import TaskInputError, UnknownKindError
 from workers.rag import query_collection
 from workers.rag_models import CollectionName, RagQuery
+from workers.rag_store import STORES, needs_network
 from workers.registry import TaskContext, get_kind, task_kind
 
 logger = logging.getLogger(__name__)
@@ -90,6 +93,19 @@ class AgentState(TypedDict, total=False):
     answer: str
     sources: list[str]
     llm_error: str
+
+
+def llm_configured() -> bool:
+    """``LLM_BASE_URL`` is set: the agent's workers need the network."""
+    return bool(os.environ.get("LLM_BASE_URL", "").strip())
+
+
+def _ocr_models(data_dir: Path) -> list[Path]:
+    try:
+        from workers.ocr.settings import model_dir
+    except ImportError:
+        return []
+    return [model_dir(data_dir)]
 
 
 class LLMError(Exception):
@@ -308,6 +324,10 @@ def run_agent(payload: AgentInput, ctx: TaskContext, settings: AgentSettings) ->
     retriable=True,
     switch="DISABLE_AGENTS",
     check=AgentSettings,  # the LLM_* settings, checked when the service starts
+    secrets=("LLM_API_KEY",),  # sent with each agent task; never in the zygote's environment
+    network=lambda: llm_configured() or needs_network(),
+    stores=STORES,  # retrieval opens the store, which may write (see workers/rag.py)
+    reads=_ocr_models,  # an attachment goes through the OCR kind
 )
 def agent(payload: AgentInput, ctx: TaskContext) -> dict[str, Any]:
     """Answer a question from a collection's passages (and an attached image's text), with sources."""

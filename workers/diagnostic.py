@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ctypes
+import os
+import resource
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -38,6 +42,13 @@ class SpawnInput(BaseModel):
     children: int = Field(ge=1, le=16)
     mb_each: int = Field(ge=0, le=65536)
     hold_s: float = Field(default=1.0, ge=0, le=3600)
+
+
+class InspectInput(BaseModel):
+    read: list[str] = Field(default_factory=list, max_length=16, description="paths to try to read")
+    write: list[str] = Field(default_factory=list, max_length=16, description="files to try to create")
+    connect: list[str] = Field(default_factory=list, max_length=16, description="host:port to try")
+    hold_s: float = Field(default=0.0, ge=0, le=600, description="then wait, to be inspected")
 
 
 @task_kind(
@@ -78,6 +89,70 @@ def spawn(payload: SpawnInput, ctx: TaskContext) -> dict[str, Any]:
     children = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(payload.children)]
     codes = [child.wait() for child in children]
     return {"children": len(children), "exit_codes": codes}
+
+
+@task_kind("diag.inspect", input_model=InspectInput, estimate_mb=40, ceiling_mb=128, timeout_s=660)
+def inspect(payload: InspectInput, ctx: TaskContext) -> dict[str, Any]:
+    """Report this worker's identity and protections; try the reads, writes and connections asked."""
+    status = dict(
+        line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line
+    )
+    own = ctx.spool_dir / "inspect-probe"
+    report = {
+        "pid": os.getpid(),
+        "uid": list(os.getresuid()),
+        "gid": list(os.getresgid()),
+        "groups": os.getgroups(),
+        "environ": dict(os.environ),
+        "proc_environ": _proc_environ(),
+        "status": {k: status.get(k, "").strip() for k in ("NoNewPrivs", "Seccomp", "CapEff", "CapPrm")},
+        "core_limit": list(resource.getrlimit(resource.RLIMIT_CORE)),
+        "fds": _open_fds(),
+        "read": {path: _attempt(lambda p=path: Path(p).read_bytes()[:0]) for path in payload.read},
+        "write": {path: _attempt(lambda p=path: Path(p).write_text("x")) for path in payload.write},
+        "write_own": _attempt(lambda: own.write_text("x")),
+        "connect": {target: _attempt(lambda t=target: _connect(t)) for target in payload.connect},
+    }
+    time.sleep(payload.hold_s)
+    return report
+
+
+def _proc_environ() -> list[str] | str:
+    """The environment the process was started with; a worker that changed uid may not read it."""
+    try:
+        return Path("/proc/self/environ").read_bytes().decode(errors="replace").split("\0")
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror}"
+
+
+def _attempt(action: Any) -> str:
+    try:
+        action()
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return "ok"
+
+
+def _connect(target: str) -> None:
+    host, port = target.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5):
+        pass
+
+
+def _open_fds() -> list[dict[str, Any]]:
+    """Each open descriptor with what it points at; sockets with their address family."""
+    fds = []
+    for name in sorted(os.listdir("/proc/self/fd"), key=int):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue  # the descriptor listdir itself used, closed since
+        entry: dict[str, Any] = {"fd": int(name), "target": target}
+        if target.startswith("socket:"):
+            with socket.socket(fileno=os.dup(int(name))) as sock:
+                entry["family"] = sock.family.name
+        fds.append(entry)
+    return fds
 
 
 def _allocate(mb: int, rate_mb_s: float, ctx: TaskContext) -> list[bytearray]:

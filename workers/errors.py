@@ -49,3 +49,7 @@ class KindDisabledError(MemvisorError):
         super().__init__(message or f"kind {name!r} is disabled by {switch}=true")
         self.name = name
         self.switch = switch
+
+
+class SandboxError(WorkerError):
+    """A worker could not put on the protections it was asked for; its task does not run."""

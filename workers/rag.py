@@ -29,7 +29,14 @@ from workers.rag_models import (
     RagQuery,
     chunk_documents,
 )
-from workers.rag_store import create_collection, embedder_for, get_collection, open_store
+from workers.rag_store import (
+    STORES,
+    create_collection,
+    embedder_for,
+    get_collection,
+    needs_network,
+    open_store,
+)
 from workers.registry import TaskContext, task_kind
 
 if TYPE_CHECKING:
@@ -81,6 +88,8 @@ def _write_chunks(
     timeout_s=600,
     retriable=True,
     switch="DISABLE_RAG",
+    stores=STORES,
+    network=needs_network,  # a Chroma server (CHROMA_URL) is reached over the network
 )
 def rag_ingest(payload: RagIngest, ctx: TaskContext) -> dict[str, Any]:
     """Embed documents (chunked) and add them to a collection, replacing documents with the same ids."""
@@ -169,6 +178,8 @@ def query_collection(payload: RagQuery, ctx: TaskContext) -> list[dict[str, Any]
     timeout_s=60,
     retriable=True,
     switch="DISABLE_RAG",
+    stores=STORES,
+    network=needs_network,  # a Chroma server (CHROMA_URL) is reached over the network
 )
 def rag_query(payload: RagQuery, ctx: TaskContext) -> dict[str, Any]:
     """Return the k documents most similar to a query (cosine), each with its best-matching chunk."""
@@ -212,6 +223,8 @@ def _drop_collection(client: ClientAPI, name: str) -> dict[str, Any]:
     timeout_s=60,
     retriable=True,
     switch="DISABLE_RAG",
+    stores=STORES,
+    network=needs_network,  # a Chroma server (CHROMA_URL) is reached over the network
 )
 def rag_delete(payload: RagDelete, ctx: TaskContext) -> dict[str, Any]:
     """Delete documents by id from a collection, or drop the collection when no ids are given."""

@@ -44,6 +44,12 @@ STORE_LOCK_TIMEOUT_S = 120.0
 STORE_LOCK_POLL_S = 0.02
 
 
+# What the rag.* workers write under DATA_DIR (and nothing else): the store and the low-memory model.
+STORE_DIR = "chroma"
+MODEL_CACHE = "models/minilm"
+STORES = (STORE_DIR, MODEL_CACHE)
+
+
 def store_settings() -> KindSettings:
     """Read in the worker, from the environment it inherits from the service (already validated there)."""
     return KindSettings()
@@ -56,7 +62,7 @@ def needs_network() -> bool:
 
 
 def chroma_dir(data_dir: Path) -> Path:
-    return data_dir / "chroma"
+    return data_dir / STORE_DIR
 
 
 @contextmanager
@@ -161,4 +167,4 @@ def create_collection(client: ClientAPI, name: str) -> Collection:
 @lru_cache(maxsize=4)
 def embedder_for(data_dir: Path) -> MiniLMEmbedder:
     """One embedder per process and data dir (a worker runs one task, the agent several queries)."""
-    return MiniLMEmbedder(model_file=cached_lowmem_model(data_dir / "models"))
+    return MiniLMEmbedder(model_file=cached_lowmem_model(data_dir / MODEL_CACHE))

@@ -8,6 +8,7 @@ never at module level: the API process stays small.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,9 @@ class TaskContext:
 
 
 TaskFn = Callable[[Any, TaskContext], dict[str, Any]]
+# What a kind's workers may read beyond code and system files, given the data directory (e.g. models).
+PathsFn = Callable[[Path], Iterable[Path]]
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,14 @@ class KindSpec:
     module: str
     description: str
     check: Callable[[], object] | None = None
+    secrets: tuple[str, ...] = ()
+    network: bool | Callable[[], bool] = False
+    stores: tuple[str, ...] = ()
+    reads: PathsFn | None = None
+
+    def needs_network(self) -> bool:
+        """Evaluated by the supervisor once, with the service's settings."""
+        return bool(self.network()) if callable(self.network) else self.network
 
 
 _KINDS: dict[str, KindSpec] = {}
@@ -67,6 +79,10 @@ def task_kind(
     retriable: bool = False,
     switch: str | None = None,
     check: Callable[[], object] | None = None,
+    secrets: tuple[str, ...] = (),
+    network: bool | Callable[[], bool] = False,
+    stores: tuple[str, ...] = (),
+    reads: PathsFn | None = None,
 ) -> Callable[[TaskFn], TaskFn]:
     """Declare a task kind.
 
@@ -75,11 +91,22 @@ def task_kind(
     ``switch`` names the setting that disables the kind (e.g. ``DISABLE_OCR``). ``check`` is called
     at startup when the kind is enabled (e.g. to validate its own settings): a ValueError it raises
     stops the service with its message, instead of failing the kind's first task.
+
+    What its workers may reach (see the README's security model): ``secrets`` names the environment
+    variables of the service its task receives (no other worker sees them); ``network`` says whether
+    it needs the network (or a callable deciding from the settings); ``stores`` are directories under
+    DATA_DIR it writes (e.g. ``"chroma"``); ``reads`` gives further paths it reads (e.g. its models).
     """
     if not 0 < estimate_mb <= ceiling_mb:
         raise ValueError(f"kind {name}: need 0 < estimate_mb <= ceiling_mb")
     if timeout_s <= 0:
         raise ValueError(f"kind {name}: timeout_s must be positive")
+    for secret in secrets:
+        if not _ENV_NAME.match(secret):
+            raise ValueError(f"kind {name}: secret {secret!r} is not an environment variable name")
+    for store in stores:
+        if Path(store).is_absolute() or ".." in Path(store).parts or not store.strip("/."):
+            raise ValueError(f"kind {name}: store {store!r} must be a relative path inside DATA_DIR")
 
     def register(fn: TaskFn) -> TaskFn:
         _KINDS[name] = KindSpec(
@@ -94,6 +121,10 @@ def task_kind(
             module=fn.__module__,
             description=(fn.__doc__ or "").strip().split("\n")[0],
             check=check,
+            secrets=tuple(secrets),
+            network=network,
+            stores=tuple(stores),
+            reads=reads,
         )
         return fn
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import zmq
 
-from workers import protocol
+from workers import protocol, sandbox
 from workers.limits import WORKER_OOM_SCORE_ADJ, apply_task_limits, raise_oom_score, release_frames
 from workers.procname import WORKER_NAME, set_process_name
 from workers.registry import TaskContext, get_kind
@@ -45,6 +45,8 @@ def worker_main(task_id: str, attempt: int, endpoint: str, threads: int, spare: 
     _die_with_parent()
     raise_oom_score(WORKER_OOM_SCORE_ADJ)  # the kernel's first choice, never the API
     _limit_threads(threads)
+    # Last step before ZeroMQ starts a thread: anything that needs the zygote's privileges goes above.
+    sandbox.at_fork()
     code = EXIT_NO_TASK
     try:
         code = _serve(task_id, attempt, endpoint, None if spare else TASK_WAIT_MS)
@@ -85,6 +87,7 @@ def _receive(sock: zmq.Socket[bytes], msg_type: str, timeout_ms: int | None) -> 
 def _run(task: dict[str, Any], sock: zmq.Socket[bytes]) -> bytes:
     """Run the task and encode its outcome; every exception becomes an error message."""
     try:
+        sandbox.enter_task(task)  # secrets in, filesystem fenced: before the kind's code is imported
         importlib.import_module(task["module"])
         spec = get_kind(task["kind"])
         payload = spec.input_model.model_validate(task["payload"])

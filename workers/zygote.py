@@ -5,7 +5,7 @@ modules and the worker runtime once, freezes them for the collector, and then fo
 speaks JSON lines over one inherited Unix socket:
 
     supervisor -> zygote: {"op": "fork", "seq", "task_id", "attempt", "endpoint", "threads", "cgroup",
-                           "spare"}
+                           "spare", "network"}
     zygote -> supervisor: {"op": "ready", "pid"} | {"op": "forked", "seq", "pid"}
                         | {"op": "exit", "pid", "exitcode", "maxrss_kb"}
 
@@ -30,6 +30,7 @@ import sys
 import traceback
 from typing import Any
 
+from workers import sandbox
 from workers.limits import ZYGOTE_OOM_SCORE_ADJ, raise_oom_score
 from workers.procname import SPARE_NAME, WORKER_NAME, ZYGOTE_NAME, set_process_name
 
@@ -89,6 +90,7 @@ class ZygoteServer:
             for fd in (self.wake_r, self.wake_w):
                 os.close(fd)
             self.control.close()
+            sandbox.set_fork_network(bool(request.get("network", True)))
             from workers.runtime import worker_main
 
             task_id, attempt = request["task_id"], request["attempt"]
@@ -144,8 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m workers.zygote")
     parser.add_argument("--fd", type=int, required=True, help="inherited control socket")
     parser.add_argument("--preload", default="", help="comma-separated kind modules")
+    parser.add_argument("--sandbox", default="", help="the workers' policy, JSON (workers/sandbox.py)")
     args = parser.parse_args(argv)
     _prepare([m for m in args.preload.split(",") if m])
+    sandbox.configure(sandbox.Policy.from_json(args.sandbox))
     ZygoteServer(socket.socket(fileno=args.fd)).serve()
 
 

@@ -56,6 +56,11 @@ def worker_view(supervisor: Supervisor) -> list[dict[str, object]]:
     ]
 
 
+@router.get("/security", summary="The workers' protections in force, and why any is off")
+async def security(supervisor: SupervisorDep) -> dict[str, Any]:
+    return supervisor.privileges.report()
+
+
 @router.get("/workers", summary="Running workers with live RSS")
 async def workers(supervisor: SupervisorDep) -> list[dict[str, object]]:
     return worker_view(supervisor)

@@ -55,6 +55,7 @@ class OcrInput(BaseModel):
     timeout_s=TIMEOUT_S,
     retriable=True,
     switch="DISABLE_OCR",
+    reads=lambda data_dir: [settings.model_dir(data_dir)],
 )
 def run_ocr(payload: OcrInput, ctx: TaskContext) -> dict[str, Any]:
     """Read the text of an image: text, and per line its box and confidence."""
