@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pydantic import field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from workers.settings import Settings
 
 BUILTIN_MODULES = {
     "workers.ocr": "DISABLE_OCR",
@@ -13,7 +15,7 @@ BUILTIN_MODULES = {
 DIAGNOSTIC_MODULE = "workers.diagnostic"
 
 
-class KindSettings(BaseSettings):
+class KindSettings(Settings):
     """``TASK_MODULES`` is a comma-separated list of importable modules that register user kinds."""
 
     model_config = SettingsConfigDict(extra="ignore")

@@ -10,14 +10,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require_admin
 from api.deps import SupervisorDep
+from api.errors import MemvisorRoute
 from api.metrics import exposition
 from supervisor.core import Supervisor
 from supervisor.states import State
 from supervisor.stats import task_stats
 from supervisor.store import as_utc
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
-metrics_router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    route_class=MemvisorRoute, prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)]
+)
+metrics_router = APIRouter(route_class=MemvisorRoute, tags=["admin"], dependencies=[Depends(require_admin)])
 
 
 class LimitsPatch(BaseModel):
