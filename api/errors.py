@@ -6,7 +6,7 @@ routers answer the same way inside any app that mounts them.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request
@@ -128,7 +128,7 @@ def response_for(exc: Exception) -> JSONResponse | None:
 class MemvisorRoute(APIRoute):
     """A route that answers memvisor's refusals itself, whatever app it is mounted in."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def answer_refusals(request: Request) -> Response:

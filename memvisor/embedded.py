@@ -33,7 +33,7 @@ from api.errors import NotStartedError, response_for
 from api.routes import admin, dashboard, health, kinds, tasks
 from api.schemas import TaskPublic
 from api.submit import submit_with_files
-from memvisor.errors import RequestRefused, error_for, refusal_for
+from memvisor.errors import RequestRefused, refusal_for, result_of
 from memvisor.lock import DataDirInUseError, DataDirLock
 from supervisor.config import SupervisorSettings
 from supervisor.core import Submission, Supervisor
@@ -42,12 +42,13 @@ from supervisor.store import TaskRow
 from workers.catalog import Catalog, load_catalog
 from workers.config import KindSettings
 from workers.errors import ConfigError, MemvisorError
+from workers.settings import Settings
 
 log = logging.getLogger("memvisor")
 
 FileArg = str | os.PathLike[str] | UploadFile | tuple[str, bytes | IO[bytes]]
 Files = Sequence[FileArg] | Mapping[str, bytes | IO[bytes]]
-SETTINGS_CLASSES = (SupervisorSettings, KindSettings, ApiSettings)
+SETTINGS_CLASSES: tuple[type[Settings], ...] = (SupervisorSettings, KindSettings, ApiSettings)
 WAIT_CHUNK_S = 3600.0
 
 
@@ -63,8 +64,8 @@ class Memvisor:
         if task_modules is not None:
             names = [m.__name__ if isinstance(m, ModuleType) else str(m) for m in task_modules]
             settings["task_modules"] = ",".join(names)
-        parts = _split_settings(settings)
-        self._setup(*(cls(**part) for cls, part in zip(SETTINGS_CLASSES, parts, strict=True)))  # type: ignore[arg-type]
+        sup, kind, api = _split_settings(settings)
+        self._setup(SupervisorSettings(**sup), KindSettings(**kind), ApiSettings(**api))
 
     @classmethod
     def from_env(cls) -> Memvisor:
@@ -247,21 +248,11 @@ class TaskHandle:
         """The task's result; a ``TaskError`` subclass if it ended otherwise; TimeoutError if it is
         not final within ``timeout_s``."""
         task = await self.wait(timeout_s)
-        return result_of(task, timeout_s)
+        return result_of(task)
 
     async def cancel(self) -> dict[str, Any]:
         self.task = self._mv.cancel(self.id)
         return self.task
-
-
-def result_of(task: dict[str, Any], timeout_s: float | None) -> dict[str, Any]:
-    if task["state"] not in {str(state) for state in FINAL}:
-        raise TimeoutError(f"task {task['id']} is still {task['state']} after {timeout_s} s")
-    error = error_for(task)
-    if error is not None:
-        raise error
-    result: dict[str, Any] = task.get("result") or {}
-    return result
 
 
 def _public(row: TaskRow) -> dict[str, Any]:

@@ -44,8 +44,10 @@ __all__ = [
     "TaskTimedOut",
     "TooBigForBudget",
     "Unauthorized",
+    "Unreachable",
     "error_for",
     "refusal_for",
+    "result_of",
 ]
 
 
@@ -121,6 +123,17 @@ def error_for(task: dict[str, Any]) -> TaskError | None:
     return ERRORS_BY_REASON.get(str(task.get("reason")), TaskError)(task)
 
 
+def result_of(task: dict[str, Any]) -> dict[str, Any]:
+    """A final task's result; the ``TaskError`` of its reason; TimeoutError while it is not final."""
+    if task.get("state") in PENDING:
+        raise TimeoutError(f"task {task.get('id')} is still {task.get('state')}")
+    error = error_for(task)
+    if error is not None:
+        raise error
+    result: dict[str, Any] = task.get("result") or {}
+    return result
+
+
 def _describe(task: dict[str, Any]) -> str:
     text = f"task {task.get('id')} ({task.get('kind')}) {task.get('state')}"
     if task.get("reason"):
@@ -183,3 +196,7 @@ def refusal_for(status: int, body: Any, retry_after_s: float | None = None) -> R
     if not isinstance(body, dict):
         body = {"detail": body}
     return REFUSALS_BY_STATUS.get(status, RequestRefused)(status, body, retry_after_s)
+
+
+class Unreachable(MemvisorError, ConnectionError):
+    """The service could not be reached (connection refused, reset, timed out) through every retry."""
