@@ -25,8 +25,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
 
-from fastapi import APIRouter, Depends, Request, UploadFile
+from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
+from starlette.datastructures import UploadFile  # what a route receives; fastapi's is a subclass
 
 from api.config import ApiSettings
 from api.errors import NotStartedError, response_for
