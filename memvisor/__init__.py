@@ -33,6 +33,7 @@ from memvisor.errors import (
     TaskTimedOut,
     TooBigForBudget,
     Unauthorized,
+    Unreachable,
 )
 from workers.registry import TaskContext, task_kind
 
@@ -64,6 +65,7 @@ __all__ = [
     "TaskTimedOut",
     "TooBigForBudget",
     "Unauthorized",
+    "Unreachable",
     "task_kind",
 ]
 
