@@ -112,13 +112,14 @@ def _remote() -> argparse.ArgumentParser:
     common.add_argument("--url", default=env("MEMVISOR_URL", "http://127.0.0.1:8000"))
     common.add_argument("--api-key", default=env("MEMVISOR_API_KEY"))
     common.add_argument("--token", default=env("MEMVISOR_TOKEN"))
+    common.add_argument("--retries", type=int, default=5, help="after 429/503 or a failed connection")
     return common
 
 
 def _client(args: argparse.Namespace) -> Any:
     from memvisor.client import Client
 
-    return Client(args.url, api_key=args.api_key, token=args.token)
+    return Client(args.url, api_key=args.api_key, token=args.token, retries=args.retries)
 
 
 def _run(args: argparse.Namespace) -> int:
