@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from fastapi import UploadFile
 from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
 
 from api.config import ApiSettings
 from api.schemas import TaskPublic
@@ -21,7 +22,7 @@ async def submit_with_files(
     supervisor: Supervisor,
     settings: ApiSettings,
     submission: Submission,
-    files: list[UploadFile],
+    files: Sequence[UploadFile],
     images_only: bool = False,
 ) -> TaskRow:
     """Spool the files under the new task's id, then queue it; a refusal removes the files again."""

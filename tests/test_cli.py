@@ -57,7 +57,7 @@ def test_run_prints_the_result_as_json(server: Server, tmp_path: Path) -> None:
     ],
 )
 def test_each_outcome_has_its_exit_code(
-    server: Server, kind: str, payload: dict[str, Any], extra: list[str], code: int, reason: str
+    server: Server, *, kind: str, payload: dict[str, Any], extra: list[str], code: int, reason: str
 ) -> None:
     done = memvisor_cmd("run", kind, "--payload", json.dumps(payload), *extra, "--url", server.url)
     assert done.returncode == code, done.stderr

@@ -83,7 +83,7 @@ def test_sync_events_end_with_the_final_task(client: Client) -> None:
     ],
 )
 def test_each_outcome_raises_its_typed_error(
-    client: Client, kind: str, payload: dict[str, Any], fields: dict[str, Any], error: type, reason: str
+    client: Client, *, kind: str, payload: dict[str, Any], fields: dict[str, Any], error: type, reason: str
 ) -> None:
     with pytest.raises(error) as raised:
         client.run(kind, payload, **fields)
@@ -105,7 +105,7 @@ def test_a_cancelled_task_raises_task_cancelled(client: Client) -> None:
 
 
 def test_async_client_raises_the_same_typed_errors(server: Server) -> None:
-    async def scenario() -> list[BaseException]:
+    async def scenario() -> list[memvisor.TaskError]:
         async with AsyncClient(server.url, api_key=API_KEY) as client:
             raised = []
             for kind, payload in (("diag.alloc", {"mb": 400}), ("diag.raise", {})):
@@ -153,9 +153,9 @@ def test_a_full_queue_is_retried_after_retry_after(server: Server, client: Clien
         blockers.append(task.id)
         assert [(r.attempt, r.status) for r in retries] == [(1, 429)]
         assert retries[0].delay_s >= 1 and waited_s >= retries[0].delay_s
-        with Client(server.url, api_key=API_KEY, retries=0) as impatient:
-            with pytest.raises(memvisor.QueueFull) as full:
-                impatient.submit("sample.echo", {"text": "fourth"})
+        impatient = Client(server.url, api_key=API_KEY, retries=0)
+        with impatient, pytest.raises(memvisor.QueueFull) as full:
+            impatient.submit("sample.echo", {"text": "fourth"})
         assert full.value.status == 429 and full.value.retry_after_s is not None
     finally:
         for task_id in reversed(blockers):  # the queued one first, while it cannot start
@@ -208,9 +208,9 @@ def test_each_submit_sends_a_fresh_idempotency_key(server: Server) -> None:
 
 def test_an_unreachable_service_raises_after_bounded_retries() -> None:
     retries: list[Retry] = []
-    with Client(f"http://127.0.0.1:{free_port()}", retries=2, on_retry=retries.append) as client:
-        with pytest.raises(memvisor.Unreachable):
-            client.get("x")
+    client = Client(f"http://127.0.0.1:{free_port()}", retries=2, on_retry=retries.append)
+    with client, pytest.raises(memvisor.Unreachable):
+        client.get("x")
     assert [r.status for r in retries] == [None, None]
     assert isinstance(memvisor.Unreachable("x"), ConnectionError)
 

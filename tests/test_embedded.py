@@ -15,7 +15,7 @@ from memvisor import Client
 from tests.harness import ROOT, Server, run_fresh, until
 from tests.test_light_api import HEAVY
 
-KINDS = '''
+KINDS = """
 import sys
 
 from pydantic import BaseModel
@@ -54,9 +54,9 @@ def hog(payload: HogInput, ctx: TaskContext) -> dict:
 @task_kind("user.count", input_model=CountInput, estimate_mb=40, ceiling_mb=128, timeout_s=30)
 def count(payload: CountInput, ctx: TaskContext) -> dict:
     return {"bytes": (ctx.spool_dir / payload.file).stat().st_size}
-'''
+"""
 
-APP = f'''
+APP = f"""
 import os
 import sys
 
@@ -102,9 +102,9 @@ async def process() -> dict:
         "own_database_url": os.environ["DATABASE_URL"],
         "memvisor_database": mv.supervisor_settings.database(),
     }}
-'''
+"""
 
-APP_WITH_LIFESPAN = '''
+APP_WITH_LIFESPAN = """
 import contextlib
 import os
 from pathlib import Path
@@ -139,7 +139,7 @@ app.include_router(mv.router)
 @app.get("/healthz")
 async def healthz() -> dict:
     return {"cache": app.state.cache}
-'''
+"""
 
 
 class AppServer(Server):
@@ -307,4 +307,3 @@ def test_bad_settings_are_refused_by_name(tmp_path: Path) -> None:
         Memvisor(data_dir=tmp_path, max_queu=3)
     with pytest.raises(ValueError, match="max_queue"):
         Memvisor(data_dir=tmp_path, max_queue=0)
-
