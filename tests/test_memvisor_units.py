@@ -95,6 +95,7 @@ def test_prefixed_settings_win_over_plain_ones(monkeypatch: pytest.MonkeyPatch) 
     from supervisor.config import SupervisorSettings
     from workers.agent_config import AgentSettings
     from workers.config import KindSettings
+    from workers.ocr.settings import model_dir
 
     monkeypatch.setenv("MAX_QUEUE", "7")
     monkeypatch.setenv("DATABASE_URL", "postgresql://host-app/db")
@@ -109,6 +110,9 @@ def test_prefixed_settings_win_over_plain_ones(monkeypatch: pytest.MonkeyPatch) 
     assert ApiSettings().max_body_mb == 3
     assert KindSettings().user_modules() == ["a.b"]
     assert AgentSettings().model == "prefixed"
+    monkeypatch.setenv("OCR_MODEL_DIR", "/plain/ocr")
+    monkeypatch.setenv("MEMVISOR_OCR_MODEL_DIR", "/prefixed/ocr")
+    assert model_dir() == Path("/prefixed/ocr")  # read outside a settings class, the same way
     monkeypatch.setenv("MEMVISOR_MAX_QUEUE", "zero")
     with pytest.raises(ValueError, match="max_queue"):
         SupervisorSettings()

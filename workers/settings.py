@@ -7,6 +7,8 @@ Precedence, highest first: values passed in code, ``MEMVISOR_<NAME>``, ``<NAME>`
 
 from __future__ import annotations
 
+import os
+
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 
 PREFIX = "MEMVISOR_"
@@ -28,3 +30,8 @@ class Settings(BaseSettings):
         own_prefix = settings_cls.model_config.get("env_prefix") or ""
         prefixed = EnvSettingsSource(settings_cls, env_prefix=PREFIX + own_prefix)
         return init_settings, prefixed, env_settings, dotenv_settings, file_secret_settings
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """One variable read the same way, for the few read outside a settings class."""
+    return os.environ.get(PREFIX + name) or os.environ.get(name) or default
