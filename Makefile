@@ -64,12 +64,12 @@ bench: install models
 	OCR_MODEL_DIR=$(abspath $(OCR_MODEL_DIR)) $(BIN)/python -m bench --out bench/results $(BENCH_ARGS)
 
 lint: install
-	$(BIN)/ruff check api supervisor workers tests bench
-	$(BIN)/ruff format --check api supervisor workers tests bench
+	$(BIN)/ruff check api memvisor supervisor workers tests bench
+	$(BIN)/ruff format --check api memvisor supervisor workers tests bench
 	@if command -v shellcheck >/dev/null; then shellcheck render-start.sh deploy/*.sh; else echo "shellcheck not installed: skipped"; fi
 
 typecheck: install
-	$(BIN)/mypy api supervisor workers
+	$(BIN)/mypy api memvisor supervisor workers
 
 check: lint typecheck test
 

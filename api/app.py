@@ -1,25 +1,17 @@
-"""The application factory: settings are validated here, the supervisor lives in the lifespan."""
+"""The service's application factory: the same ``Memvisor`` a user's app mounts, with every router.
+
+Settings are validated here (before anything starts); the supervisor lives in ``Memvisor.lifespan``.
+"""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI
 
-from api import errors
 from api.config import ApiSettings
 from api.limits import BodyLimitMiddleware
-from api.routes import admin, dashboard, health, kinds, tasks
+from memvisor.embedded import Memvisor
 from supervisor.config import SupervisorSettings
-from supervisor.core import Supervisor
-from supervisor.privileges import Privileges
-from supervisor.privileges_config import PrivilegeSettings
-from workers.catalog import load_catalog
 from workers.config import KindSettings
-
-log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -27,43 +19,19 @@ def create_app(
     kind_settings: KindSettings | None = None,
     api_settings: ApiSettings | None = None,
 ) -> FastAPI:
-    sup_settings = supervisor_settings or SupervisorSettings()
-    kind_conf = kind_settings or KindSettings()
-    catalog = load_catalog(kind_conf)
-    # Reported, never opened: the API process does not talk to the vector store.
-    vector_store = kind_conf.vector_store(sup_settings.data_dir, sup_settings.database_url)
-    if vector_store["warning"]:
-        log.warning("vector store: %s", vector_store["warning"])
-    # Checked here, before serving: a bad WORKER_USER stops the service with one line.
-    privileges = Privileges(PrivilegeSettings(), catalog, sup_settings.data_dir)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        supervisor = Supervisor(sup_settings, catalog, privileges=privileges)
-        await supervisor.start()
-        app.state.supervisor = supervisor
-        try:
-            yield
-        finally:
-            await supervisor.stop()
-
+    settings = api_settings or ApiSettings()
+    mv = Memvisor.from_settings(
+        supervisor_settings or SupervisorSettings(), kind_settings or KindSettings(), settings
+    )
     app = FastAPI(
         title="memvisor",
         summary="Heavy Python tasks in isolated, memory-bounded worker processes",
         version="0.1.0",
-        lifespan=lifespan,
+        lifespan=mv.lifespan,
     )
-    settings = api_settings or ApiSettings()
-    app.state.api_settings = settings
-    app.state.catalog = catalog
-    app.state.vector_store = vector_store
-    errors.install(app)
+    app.state.memvisor = mv
     app.add_middleware(BodyLimitMiddleware, body_mb=settings.max_body_mb, upload_mb=settings.max_upload_mb)
-    app.include_router(health.router)
-    app.include_router(tasks.router)
-    app.include_router(kinds.build_router(catalog))
-    if settings.admin_token:
-        app.include_router(admin.router)
-        app.include_router(admin.metrics_router)
-        app.include_router(dashboard.router)
+    app.include_router(mv.health_router)
+    app.include_router(mv.router)
+    app.include_router(mv.admin_router)  # empty while ADMIN_TOKEN is unset: the routes do not exist
     return app

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from workers.settings import Settings
 
 
-class ApiSettings(BaseSettings):
+class ApiSettings(Settings):
     """Users' routes need no credentials unless API_KEYS or a Supabase JWT setting is given."""
 
     model_config = SettingsConfigDict(extra="ignore")

@@ -67,9 +67,22 @@ def _check_database() -> None:
         sys.exit(2)
 
 
+def _check_data_dir() -> None:
+    """A second service on the same DATA_DIR is refused with one line, before it touches anything."""
+    from memvisor.lock import DataDirInUseError, DataDirLock
+    from supervisor.config import SupervisorSettings
+
+    try:
+        DataDirLock(SupervisorSettings().data_dir).check()
+    except DataDirInUseError as exc:
+        print(f"memvisor: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 def serve() -> None:
     import uvicorn
 
+    _check_data_dir()
     _check_database()
     # uvicorn drains on SIGTERM, then re-raises the signal at the previous handler: make that a
     # clean exit, since a completed drain is a success (Render logs a signal death as a crash).

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from fastapi import UploadFile
 from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
 
 from api.config import ApiSettings
 from api.schemas import TaskPublic
@@ -20,7 +22,7 @@ async def submit_with_files(
     supervisor: Supervisor,
     settings: ApiSettings,
     submission: Submission,
-    files: list[UploadFile],
+    files: Sequence[UploadFile],
     images_only: bool = False,
 ) -> TaskRow:
     """Spool the files under the new task's id, then queue it; a refusal removes the files again."""
@@ -35,12 +37,13 @@ async def submit_with_files(
         payload = dict(submission.payload)
         if len(names) == 1:
             payload.setdefault("file", names[0])
-        return supervisor.submit(
-            Submission(submission.kind, payload, submission.timeout_s, submission.ceiling_mb, task_id)
-        )
+        row = supervisor.submit(replace(submission, payload=payload, task_id=task_id))
     except BaseException:
         shutil.rmtree(spool, ignore_errors=True)
         raise
+    if row.id != task_id:  # an Idempotency-Key named an earlier task: these copies are not needed
+        shutil.rmtree(spool, ignore_errors=True)
+    return row
 
 
 async def answer(supervisor: Supervisor, settings: ApiSettings, row: TaskRow, wait_s: float) -> JSONResponse:

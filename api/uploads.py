@@ -9,10 +9,11 @@ import errno
 import re
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 import imagesize
-from fastapi import UploadFile
+from starlette.datastructures import UploadFile
 
 from workers.errors import MemvisorError
 
@@ -51,7 +52,7 @@ def safe_name(filename: str | None, index: int) -> str:
     return cleaned or f"upload-{index}"
 
 
-async def save_uploads(files: list[UploadFile], spool: Path, max_mb: float) -> list[str]:
+async def save_uploads(files: Sequence[UploadFile], spool: Path, max_mb: float) -> list[str]:
     """Write every file into ``spool`` (created here); on any refusal nothing is left behind."""
     names: list[str] = []
     try:

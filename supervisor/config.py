@@ -6,10 +6,12 @@ import os
 from pathlib import Path
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from workers.settings import Settings
 
 
-class SupervisorSettings(BaseSettings):
+class SupervisorSettings(Settings):
     """Every figure carries its unit in its name. Env var = field name in upper case."""
 
     model_config = SettingsConfigDict(extra="ignore", validate_assignment=True)

@@ -26,6 +26,7 @@ from supervisor.enforcement import Enforcement, detect, task_limits
 from supervisor.errors import (
     AdmissionRefusedError,
     DrainingError,
+    IdempotencyConflictError,
     InvalidRequestError,
     NotCancellableError,
     QueueFullError,
@@ -73,6 +74,7 @@ class Submission:
     timeout_s: float | None = None
     ceiling_mb: float | None = None
     task_id: str | None = None  # chosen by the caller when files were spooled under it first
+    idempotency_key: str | None = None  # a repeated key returns the task it first created
 
 
 class Supervisor:
@@ -190,6 +192,8 @@ class Supervisor:
             raise DrainingError("the service is draining and admits no new task")
         spec = self.catalog.resolve(sub.kind)
         payload = spec.input_model.model_validate(sub.payload).model_dump(mode="json")
+        if sub.idempotency_key and (earlier := self._earlier(sub.idempotency_key, spec.name, payload)):
+            return earlier
         timeout_s = self._timeout(sub.timeout_s, spec.timeout_s)
         budget_mb = self.admission.budget().budget_mb
         ceiling_mb = self._ceiling(sub.ceiling_mb, self.admission.ceiling_mb(spec), budget_mb)
@@ -198,7 +202,7 @@ class Supervisor:
             raise AdmissionRefusedError(spec.name, need_mb, budget_mb)
         if len(self._queue) >= self.settings.max_queue:
             raise QueueFullError(len(self._queue), retry_after_s=self._retry_after_s())
-        row = self.store.insert(
+        row = self._insert(
             TaskRow(
                 id=sub.task_id or uuid.uuid4().hex,
                 kind=spec.name,
@@ -208,12 +212,33 @@ class Supervisor:
                 estimate_mb=need_mb,
                 retriable=spec.retriable,
                 max_attempts=self.settings.max_attempts if spec.retriable else 1,
+                idempotency_key=sub.idempotency_key,
             )
         )
         self._queue.append(row)
         self._publish(row.id, State.QUEUED)
         self._wake.set()
         return row
+
+    def _earlier(self, key: str, kind: str, payload: dict[str, Any]) -> TaskRow | None:
+        """The task an earlier submit with this Idempotency-Key created, if it asked for the same work."""
+        row = self.store.by_idempotency_key(key)
+        if row is None:
+            return None
+        if row.kind != kind or row.payload != payload:
+            raise IdempotencyConflictError(key, row.id)
+        return self.get(row.id)
+
+    def _insert(self, row: TaskRow) -> TaskRow:
+        try:
+            return self.store.insert(row)
+        except StoreUnavailableError:
+            # Another instance on the same database inserted this key first (the unique index refused
+            # ours): answer with its task. Anything else was a real failure.
+            key = row.idempotency_key
+            if key and (earlier := self._earlier(key, row.kind, row.payload)):
+                return earlier
+            raise
 
     def get(self, task_id: str) -> TaskRow:
         row = self.store.get(task_id)

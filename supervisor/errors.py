@@ -8,6 +8,7 @@ __all__ = [
     "AdmissionRefusedError",
     "ConfigError",
     "DrainingError",
+    "IdempotencyConflictError",
     "InvalidRequestError",
     "KindDisabledError",
     "MemvisorError",
@@ -49,6 +50,17 @@ class AdmissionRefusedError(SupervisorError):
         )
         self.needed_mb = needed_mb
         self.budget_mb = budget_mb
+
+
+class IdempotencyConflictError(InvalidRequestError):
+    """An Idempotency-Key already names a task of another kind or payload."""
+
+    def __init__(self, key: str, task_id: str) -> None:
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used for task {task_id} with a different kind or "
+            "payload; use a new key for a new task"
+        )
+        self.task_id = task_id
 
 
 class QueueFullError(SupervisorError):

@@ -64,6 +64,8 @@ class TaskRow(SQLModel, table=True):
     finished_at: datetime | None = _timestamp()
     queue_wait_s: float | None = None
     run_s: float | None = None
+    # The client's Idempotency-Key: a repeated submit with it returns this task instead of a new one.
+    idempotency_key: str | None = Field(default=None, unique=True, index=True, max_length=200)
 
 
 class KindStatRow(SQLModel, table=True):
@@ -99,6 +101,10 @@ class Store:
 
     def get(self, task_id: str) -> TaskRow | None:
         return self._guard(lambda: self._session_do(lambda s: s.get(TaskRow, task_id)))
+
+    def by_idempotency_key(self, key: str) -> TaskRow | None:
+        query = select(TaskRow).where(TaskRow.idempotency_key == key)
+        return self._guard(lambda: self._session_do(lambda s: s.exec(query).first()))
 
     def transition(self, task_id: str, dst: State, src: State | None = None, **fields: Any) -> bool:
         """Move a task to ``dst`` if it is in ``src`` (default: any legal source); False otherwise."""

@@ -26,8 +26,13 @@ def _servers(base: Path) -> Iterator[ServerFactory]:
     """Start servers on demand; at teardown stop them and fail if any of their processes remain."""
     servers: list[Server] = []
 
-    def make(env: dict[str, str] | None = None, data_dir: Path | None = None, **kw: object) -> Server:
-        server = Server(data_dir or base / f"data{len(servers)}", env=env, **kw)  # type: ignore[arg-type]
+    def make(
+        env: dict[str, str] | None = None,
+        data_dir: Path | None = None,
+        server_class: type[Server] = Server,
+        **kw: object,
+    ) -> Server:
+        server = server_class(data_dir or base / f"data{len(servers)}", env=env, **kw)  # type: ignore[arg-type]
         servers.append(server)
         return server
 

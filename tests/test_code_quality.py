@@ -7,7 +7,7 @@ import sys
 
 from tests.harness import ROOT
 
-PACKAGES = ["api", "supervisor", "workers"]
+PACKAGES = ["api", "memvisor", "supervisor", "workers"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -11,10 +11,12 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from workers.settings import Settings
 
 
-class AgentSettings(BaseSettings):
+class AgentSettings(Settings):
     """Read from the environment when the agent task starts (each task is its own process)."""
 
     model_config = SettingsConfigDict(env_prefix="LLM_", extra="ignore")

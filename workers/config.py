@@ -15,7 +15,9 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from workers.settings import Settings
 
 BUILTIN_MODULES = {
     "workers.ocr": "DISABLE_OCR",
@@ -29,7 +31,7 @@ Role = Literal["all", "api", "worker"]
 DEFAULT_PORTS = {"http": 8000, "https": 443}
 
 
-class KindSettings(BaseSettings):
+class KindSettings(Settings):
     """``TASK_MODULES`` is a comma-separated list of importable modules that register user kinds."""
 
     model_config = SettingsConfigDict(extra="ignore")

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require_admin
-from api.deps import SupervisorDep
+from api.deps import SupervisorDep, VectorStoreDep
+from api.errors import MemvisorRoute
 from api.metrics import exposition
 from supervisor.core import Supervisor
 from supervisor.states import State
 from supervisor.stats import task_stats
 from supervisor.store import as_utc
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
-metrics_router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    route_class=MemvisorRoute, prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)]
+)
+metrics_router = APIRouter(route_class=MemvisorRoute, tags=["admin"], dependencies=[Depends(require_admin)])
 
 
 class LimitsPatch(BaseModel):
@@ -92,18 +95,18 @@ async def kills(
 
 
 @router.get("/memory", summary="Container limit and usage, budget, reservations, estimates")
-async def memory(supervisor: SupervisorDep, request: Request) -> dict[str, object]:
-    return {**supervisor.memory_report(), "vector_store": request.app.state.vector_store}
+async def memory(supervisor: SupervisorDep, vector_store: VectorStoreDep) -> dict[str, object]:
+    return {**supervisor.memory_report(), "vector_store": vector_store}
 
 
 @router.get("/stats", summary="Counts by kind and outcome, kills by reason, queue, wait and run times")
-async def stats(supervisor: SupervisorDep, request: Request) -> dict[str, Any]:
+async def stats(supervisor: SupervisorDep, vector_store: VectorStoreDep) -> dict[str, Any]:
     return {
         **task_stats(supervisor.store),
         "queue_depth": supervisor.queue_depth(),
         "running": len(supervisor.workers()),
         "draining": supervisor.draining,
-        "vector_store": request.app.state.vector_store,
+        "vector_store": vector_store,
     }
 
 

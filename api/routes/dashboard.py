@@ -16,6 +16,8 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import FileResponse
 
+from api.errors import MemvisorRoute
+
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 PAGE = "dashboard.html"
 ASSETS = {"dashboard.js": "text/javascript; charset=utf-8", "dashboard.css": "text/css; charset=utf-8"}
@@ -34,7 +36,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-cache",
 }
 
-router = APIRouter(prefix="/admin/dashboard", tags=["admin"])
+router = APIRouter(route_class=MemvisorRoute, prefix="/admin/dashboard", tags=["admin"])
 
 
 def _file(name: str, media_type: str) -> FileResponse:

@@ -6,9 +6,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import SupervisorDep
+from api.errors import MemvisorRoute
 from supervisor.errors import StoreUnavailableError
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=MemvisorRoute, tags=["health"])
 
 
 @router.get("/healthz", summary="Liveness: answers while the process serves (no database, no workers)")

@@ -15,7 +15,8 @@ from pydantic import BaseModel
 
 from api.auth import require_user
 from api.deps import ApiSettingsDep, SupervisorDep
-from api.routes.tasks import REFUSALS, WaitS
+from api.errors import MemvisorRoute
+from api.routes.tasks import REFUSALS, IdempotencyKey, WaitS
 from api.submit import answer, submit_with_files
 from supervisor.core import Submission
 from workers.catalog import Catalog
@@ -31,7 +32,7 @@ CeilingMb = Annotated[float | None, Query(gt=0, description="overrides the kind'
 
 
 def build_router(catalog: Catalog) -> APIRouter:
-    router = APIRouter(tags=["kinds"], dependencies=[Depends(require_user)])
+    router = APIRouter(route_class=MemvisorRoute, tags=["kinds"], dependencies=[Depends(require_user)])
     router.add_api_route("/v1/kinds", _kinds_endpoint(catalog), methods=["GET"], summary="Task kinds")
     for kind, (path, summary) in JSON_ROUTES.items():
         if kind in catalog.kinds:
@@ -67,9 +68,12 @@ def _json_endpoint(kind: str, model: type[BaseModel]) -> Any:
         timeout_s: TimeoutS = None,
         ceiling_mb: CeilingMb = None,
         wait_s: WaitS = 0,
+        idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         payload = BaseModel.model_dump(body, mode="json", exclude_none=True)
-        row = supervisor.submit(Submission(kind, payload, timeout_s, ceiling_mb))
+        row = supervisor.submit(
+            Submission(kind, payload, timeout_s, ceiling_mb, idempotency_key=idempotency_key)
+        )
         return await answer(supervisor, settings, row, wait_s)
 
     endpoint.__name__ = "submit_" + kind.replace(".", "_")
@@ -86,9 +90,10 @@ async def _ocr(
     timeout_s: TimeoutS = None,
     ceiling_mb: CeilingMb = None,
     wait_s: WaitS = 0,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     payload = {"languages": [lang.strip() for lang in languages.split(",") if lang.strip()], "detail": detail}
-    submission = Submission("ocr", payload, timeout_s, ceiling_mb)
+    submission = Submission("ocr", payload, timeout_s, ceiling_mb, idempotency_key=idempotency_key)
     row = await submit_with_files(supervisor, settings, submission, [file], images_only=True)
     return await answer(supervisor, settings, row, wait_s)
 

@@ -7,21 +7,32 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Path, Query, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Header, Path, Query, UploadFile, status
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from api.auth import require_user
 from api.deps import ApiSettingsDep, SupervisorDep
+from api.errors import MemvisorRoute
 from api.schemas import TaskCreate, TaskList, TaskPublic
 from api.submit import answer, submit_with_files
 from supervisor.core import Submission, Supervisor
 from supervisor.errors import InvalidRequestError
 from supervisor.states import FINAL, State
 
-router = APIRouter(prefix="/v1/tasks", tags=["tasks"], dependencies=[Depends(require_user)])
+router = APIRouter(
+    route_class=MemvisorRoute, prefix="/v1/tasks", tags=["tasks"], dependencies=[Depends(require_user)]
+)
 TaskId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 WaitS = Annotated[float, Query(ge=0, le=3600, description="hold the request until the task is final")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="a repeated key returns the task the first request created, instead of a new one",
+    ),
+]
 
 REFUSALS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Credentials required or invalid"},
@@ -49,9 +60,16 @@ FINAL_IN_TIME: dict[int | str, dict[str, Any]] = {
     summary="Submit a task; with wait_s, one request from submission to result",
 )
 async def submit(
-    body: TaskCreate, supervisor: SupervisorDep, settings: ApiSettingsDep, wait_s: WaitS = 0
+    body: TaskCreate,
+    supervisor: SupervisorDep,
+    settings: ApiSettingsDep,
+    wait_s: WaitS = 0,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    row = supervisor.submit(Submission(body.kind, body.payload, body.timeout_s, body.ceiling_mb))
+    submission = Submission(
+        body.kind, body.payload, body.timeout_s, body.ceiling_mb, idempotency_key=idempotency_key
+    )
+    row = supervisor.submit(submission)
     return await answer(supervisor, settings, row, wait_s)
 
 
@@ -72,8 +90,11 @@ async def submit_files(
     timeout_s: Annotated[float | None, Form(gt=0)] = None,
     ceiling_mb: Annotated[float | None, Form(gt=0)] = None,
     wait_s: WaitS = 0,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    submission = Submission(kind, _json_object(payload), timeout_s, ceiling_mb)
+    submission = Submission(
+        kind, _json_object(payload), timeout_s, ceiling_mb, idempotency_key=idempotency_key
+    )
     row = await submit_with_files(supervisor, settings, submission, files)
     return await answer(supervisor, settings, row, wait_s)
 

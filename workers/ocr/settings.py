@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from workers.settings import env
+
 DETECTOR_FILE = "craft_mlt_25k.onnx"
 RECOGNIZER_FILE = "english_g2.onnx"
 MANIFEST_FILE = "manifest.json"
@@ -17,7 +19,7 @@ EXPORT_COMMAND = "python -m workers.ocr.export --out {dir}"
 SUPPORTED_LANGUAGES = frozenset({"en"})
 
 # Refused from the header, before any pixel is decoded. 40 MP is a 600 dpi A4 scan with room to spare.
-MAX_PIXELS = int(os.environ.get("OCR_MAX_PIXELS", "40000000"))
+MAX_PIXELS = int(env("OCR_MAX_PIXELS") or "40000000")
 # Larger images are reduced to this many pixels after decoding: text stays far above the recognizer's
 # 64 px line height (300 dpi A4 is 8.7 MP), and every later buffer scales with it.
 WORK_PIXELS = 12_000_000
@@ -28,10 +30,10 @@ MAX_FILE_MB = 64
 
 def model_dir(data_dir: Path | None = None) -> Path:
     """``OCR_MODEL_DIR``, else ``<DATA_DIR>/models/ocr`` (DATA_DIR: the given one, env, or ./data)."""
-    explicit = os.environ.get("OCR_MODEL_DIR")
+    explicit = env("OCR_MODEL_DIR")
     if explicit:
         return Path(explicit)
-    base = data_dir if data_dir is not None else Path(os.environ.get("DATA_DIR", "./data"))
+    base = data_dir if data_dir is not None else Path(env("DATA_DIR") or "./data")
     return base / "models" / "ocr"
 
 
@@ -41,7 +43,7 @@ def thread_count() -> int:
     quota = _cgroup_cpu_quota()
     if quota is not None:
         cpus = min(cpus, quota)
-    wanted = int(os.environ.get("OCR_THREADS") or cpus)
+    wanted = int(env("OCR_THREADS") or cpus)
     return max(1, min(wanted, cpus))
 
 
