@@ -51,7 +51,12 @@ log = logging.getLogger("memvisor")
 
 FileArg = str | os.PathLike[str] | UploadFile | tuple[str, bytes | IO[bytes]]
 Files = Sequence[FileArg] | Mapping[str, bytes | IO[bytes]]
-SETTINGS_CLASSES: tuple[type[Settings], ...] = (SupervisorSettings, KindSettings, ApiSettings)
+SETTINGS_CLASSES: tuple[type[Settings], ...] = (
+    SupervisorSettings,
+    KindSettings,
+    ApiSettings,
+    PrivilegeSettings,
+)
 WAIT_CHUNK_S = 3600.0
 
 
@@ -67,8 +72,13 @@ class Memvisor:
         if task_modules is not None:
             names = [m.__name__ if isinstance(m, ModuleType) else str(m) for m in task_modules]
             settings["task_modules"] = ",".join(names)
-        sup, kind, api = _split_settings(settings)
-        self._setup(SupervisorSettings(**sup), KindSettings(**kind), ApiSettings(**api))
+        sup, kind, api, privileges = _split_settings(settings)
+        self._setup(
+            SupervisorSettings(**sup),
+            KindSettings(**kind),
+            ApiSettings(**api),
+            PrivilegeSettings(**privileges),
+        )
 
     @classmethod
     def from_env(cls) -> Memvisor:
@@ -83,7 +93,13 @@ class Memvisor:
         mv._setup(supervisor_settings, kind_settings, api_settings)
         return mv
 
-    def _setup(self, sup: SupervisorSettings, kind: KindSettings, api: ApiSettings) -> None:
+    def _setup(
+        self,
+        sup: SupervisorSettings,
+        kind: KindSettings,
+        api: ApiSettings,
+        privileges: PrivilegeSettings | None = None,
+    ) -> None:
         self.supervisor_settings = sup
         self.kind_settings = kind
         self._api_settings = api
@@ -93,7 +109,7 @@ class Memvisor:
         if self.vector_store["warning"]:
             log.warning("vector store: %s", self.vector_store["warning"])
         # Checked here, before serving: a bad WORKER_USER stops the service with one line.
-        self.privileges = Privileges(PrivilegeSettings(), self.catalog, sup.data_dir)
+        self.privileges = Privileges(privileges or PrivilegeSettings(), self.catalog, sup.data_dir)
         self._supervisor: Supervisor | None = None
         self._lock = DataDirLock(sup.data_dir)
         self.router = self._mount(tasks.router, kinds.build_router(self.catalog))

@@ -5,14 +5,16 @@ from __future__ import annotations
 import re
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from workers.settings import Settings
 
 DEFAULT_WORKER_USER = "memvisor-worker"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class PrivilegeSettings(BaseSettings):
-    """Env var = field name in upper case."""
+class PrivilegeSettings(Settings):
+    """Env var = field name in upper case (or with the MEMVISOR_ prefix)."""
 
     model_config = SettingsConfigDict(extra="ignore")
 
