@@ -164,8 +164,12 @@ class Privileges:
         self.data_dir = data_dir.absolute()
         self.root = os.geteuid() == 0
         self.user = resolve_worker_user(settings.worker_user) if self.root else None
-        if self.user is not None:
-            _check_code_reachable(self.user)
+        # A worker user that cannot reach the code could not even import the kind: workers then keep
+        # the service's uid (with every other protection) and the boot line says why and how to fix it.
+        self.user_off = _code_unreachable(self.user) if self.user is not None else None
+        if self.user_off is not None:
+            log.warning("workers keep uid %d: %s", os.geteuid(), self.user_off)
+            self.user = None
         self.landlock_abi, self.landlock_off = (
             landlock.abi_version() if settings.worker_landlock else (0, "WORKER_LANDLOCK=false")
         )
@@ -269,7 +273,8 @@ class Privileges:
             detail = f"uid {self.user.uid} gid {self.user.gid} ({self.user.name})"
             user = {"on": True, "detail": detail + (f"; {self.user.note}" if self.user.note else "")}
         else:
-            detail = f"the service runs as uid {os.geteuid()}, not root: workers share its uid"
+            shared = f"the service runs as uid {os.geteuid()}, not root: workers share its uid"
+            detail = self.user_off or shared
             user = {"on": False, "detail": detail}
         secrets = ", ".join(f"{k}: {'/'.join(v)}" for k, v in sorted(self.secrets.items())) or "none"
         landlock_detail = f"Landlock ABI {self.landlock_abi}" if self.landlock_abi else self.landlock_off
@@ -301,18 +306,19 @@ class Privileges:
         return f"worker protections on: {'; '.join(on)} | off: {'; '.join(off) or 'none'}"
 
 
-def _check_code_reachable(user: WorkerUser) -> None:
-    """Workers import lazily: the worker user must reach the interpreter's prefix and the code."""
+def _code_unreachable(user: WorkerUser) -> str | None:
+    """Workers import lazily: the worker user must reach the interpreter's prefix and the code.
+    Returns why it cannot (with the fix), or None."""
     import workers
 
     for code in (Path(sys.prefix), Path.cwd(), Path(workers.__file__).parent):
         blocked = searchable_by(code.resolve(), user.uid, user.gid)
         if blocked is not None:
-            raise ConfigError(
-                f"workers of a root service run as {user.name} (uid {user.uid}), who cannot pass "
-                f"through {blocked} to reach {code}: make it searchable (chmod o+x {blocked}), move "
-                "the installation, or run the service as a non-root user"
+            return (
+                f"the worker user {user.name} (uid {user.uid}) cannot pass through {blocked} to reach "
+                f"{code}: make it searchable (chmod o+x {blocked}) or move the installation"
             )
+    return None
 
 
 def _reads(reads: PathsFn | None, data_dir: Path) -> list[str]:

@@ -306,15 +306,16 @@ def test_unprivileged_service_workers_are_fenced_by_landlock(
     assert security["network"]["on"] is isolation
 
 
-def test_code_the_worker_user_cannot_reach_refuses_to_start(
+def test_code_the_worker_user_cannot_reach_is_named_with_its_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from supervisor.privileges import WorkerUser, _check_code_reachable
+    from supervisor.privileges import WorkerUser, _code_unreachable
 
     closed = tmp_path / "checkout"
     closed.mkdir(mode=0o700)
     closed.chmod(0o700)
     monkeypatch.chdir(closed)
     stranger = WorkerUser("stranger", os.geteuid() + 4242, os.getegid() + 4242)
-    with pytest.raises(ConfigError, match="cannot pass through"):
-        _check_code_reachable(stranger)
+    why = _code_unreachable(stranger)
+    assert why is not None and "cannot pass through" in why and f"chmod o+x {closed}" in why
+    assert _code_unreachable(WorkerUser("owner", os.geteuid(), os.getegid())) is None
