@@ -317,5 +317,5 @@ def test_code_the_worker_user_cannot_reach_is_named_with_its_fix(
     monkeypatch.chdir(closed)
     stranger = WorkerUser("stranger", os.geteuid() + 4242, os.getegid() + 4242)
     why = _code_unreachable(stranger)
-    assert why is not None and "cannot pass through" in why and f"chmod o+x {closed}" in why
+    assert why is not None and "cannot pass through" in why and "chmod o+x /" in why
     assert _code_unreachable(WorkerUser("owner", os.geteuid(), os.getegid())) is None
