@@ -49,6 +49,9 @@ def create_app(
     app.state.catalog = catalog
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, body_mb=settings.max_body_mb, upload_mb=settings.max_upload_mb)
+    app.include_router(health.live_router)
+    if sup_settings.role == "worker":
+        return app  # a worker instance runs tasks; its HTTP only tells the platform it is alive
     app.include_router(health.router)
     app.include_router(tasks.router)
     app.include_router(kinds.build_router(catalog))

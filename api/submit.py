@@ -26,7 +26,7 @@ async def submit_with_files(
     """Spool the files under the new task's id, then queue it; a refusal removes the files again."""
     supervisor.catalog.resolve(submission.kind)  # refuse an unknown kind before writing anything
     task_id = new_task_id()
-    spool = supervisor.settings.spool_dir() / task_id
+    spool = supervisor.spool_dir() / task_id
     names = await save_uploads(files, spool, settings.max_upload_mb)
     try:
         if images_only:
@@ -35,8 +35,9 @@ async def submit_with_files(
         payload = dict(submission.payload)
         if len(names) == 1:
             payload.setdefault("file", names[0])
-        return supervisor.submit(
-            Submission(submission.kind, payload, submission.timeout_s, submission.ceiling_mb, task_id)
+        return await supervisor.submit(
+            Submission(submission.kind, payload, submission.timeout_s, submission.ceiling_mb, task_id),
+            files_dir=spool,
         )
     except BaseException:
         shutil.rmtree(spool, ignore_errors=True)

@@ -12,8 +12,6 @@ from api.auth import require_admin
 from api.deps import SupervisorDep
 from api.metrics import exposition
 from supervisor.core import Supervisor
-from supervisor.states import State
-from supervisor.stats import task_stats
 from supervisor.store import as_utc
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -71,7 +69,7 @@ async def kill_worker(pid: int, supervisor: SupervisorDep) -> dict[str, object]:
 async def kills(
     supervisor: SupervisorDep, limit: Annotated[int, Query(ge=1, le=500)] = 20
 ) -> list[dict[str, object]]:
-    rows = supervisor.store.recent_finished((State.KILLED, State.TIMED_OUT), limit)
+    rows = await supervisor.recent_kills(limit)
     return [
         {
             "task_id": row.id,
@@ -93,28 +91,29 @@ async def memory(supervisor: SupervisorDep) -> dict[str, object]:
 
 @router.get("/stats", summary="Counts by kind and outcome, kills by reason, queue, wait and run times")
 async def stats(supervisor: SupervisorDep) -> dict[str, Any]:
-    return {
-        **task_stats(supervisor.store),
-        "queue_depth": supervisor.queue_depth(),
-        "running": len(supervisor.workers()),
-        "draining": supervisor.draining,
-    }
+    return {**await supervisor.stats(), "instances": supervisor.instances_view()}
+
+
+@router.get("/instances", summary="Live instances on this database: role, budget, enforcement, heartbeat")
+async def instances(supervisor: SupervisorDep) -> list[dict[str, Any]]:
+    return supervisor.instances_view()
 
 
 @router.get("/limits", summary="The limits that can change at run time")
 async def get_limits(supervisor: SupervisorDep) -> dict[str, Any]:
-    return supervisor.limits()
+    return supervisor.limits.current()
 
 
 @router.patch("/limits", summary="Change limits at run time (until the next restart)")
 async def patch_limits(body: LimitsPatch, supervisor: SupervisorDep) -> dict[str, Any]:
-    return supervisor.update_limits(body.model_dump(exclude_none=True))
+    return supervisor.limits.update(body.model_dump(exclude_none=True))
 
 
 @router.post("/drain", summary="Stop admitting and starting tasks; running tasks finish")
 async def drain(supervisor: SupervisorDep) -> dict[str, object]:
     supervisor.drain()
-    return {"draining": True, "running": len(supervisor.workers()), "queued": supervisor.queue_depth()}
+    stats = await supervisor.stats()
+    return {"draining": True, "running": len(supervisor.workers()), "queued": stats["queue_depth"]}
 
 
 @router.post("/resume", summary="Admit and start tasks again")
@@ -125,4 +124,4 @@ async def resume(supervisor: SupervisorDep) -> dict[str, object]:
 
 @metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(supervisor: SupervisorDep) -> Response:
-    return Response(exposition(supervisor), media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(exposition(supervisor, await supervisor.stats()), media_type="text/plain; version=0.0.4; charset=utf-8")
