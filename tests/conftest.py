@@ -12,6 +12,7 @@ import pytest
 
 from tests.cgroup import LimitedCgroup, make_cgroup
 from tests.harness import Server, marked_pids
+from tests.pgbouncer import PgBouncer
 from tests.postgres import PostgresServer
 
 ServerFactory = Callable[..., Server]
@@ -56,6 +57,17 @@ def postgres() -> Iterator[PostgresServer]:
         pytest.skip(f"no PostgreSQL server can be started here: {exc}")
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres: PostgresServer) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction mode in front of the session's PostgreSQL (Supabase's port 6543)."""
+    try:
+        bouncer = PgBouncer(postgres)
+    except (FileNotFoundError, AssertionError) as exc:
+        pytest.skip(f"no PgBouncer can be started here: {exc}")
+    yield bouncer
+    bouncer.close()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
