@@ -55,8 +55,8 @@ def _check_database() -> None:
     from sqlalchemy.engine import make_url
 
     from supervisor.config import SupervisorSettings
-    from supervisor.errors import StoreUnavailableError
     from supervisor.database import Database
+    from supervisor.errors import StoreUnavailableError
 
     url = SupervisorSettings().database()
     try:

@@ -81,14 +81,28 @@ class Supervisor:
         self.host = WorkerHost(catalog.modules, settings.worker_cgroups)
         self.events = EventHub()
         self.sessions: Sessions
-        self.spares = Spares(self.host, "", settings.worker_threads, settings.spare_workers, settings.worker_start_timeout_s)
+        self.spares = Spares(
+            self.host, "", settings.worker_threads, settings.spare_workers, settings.worker_start_timeout_s
+        )
         self.accounting = Accounting(settings, self.probe, self.host, self.workers, self.spares)
         self.admission = admission_mod.Admission(settings, self.probe, self.accounting.base_mb, {})
         self.outcomes = Outcomes(
-            self.store, self.instances.id, self.admission, settings.spool_dir(), self._publish, settings.estimate_history
+            self.store,
+            self.instances.id,
+            self.admission,
+            spool_dir=settings.spool_dir(),
+            publish=self._publish,
+            history=settings.estimate_history,
         )
         self.sessions = Sessions(
-            settings, catalog, self.store, self.host, self.spares, self.outcomes, self._publish, self._claim_soon
+            settings,
+            catalog,
+            self.store,
+            host=self.host,
+            spares=self.spares,
+            outcomes=self.outcomes,
+            publish=self._publish,
+            on_free=self._claim_soon,
         )
         self.spares.endpoint = self.sessions.broker.endpoint
         self.claimer = Claimer(self.db, self.instances.id, self, settings.queue_poll_interval_s)
@@ -149,7 +163,9 @@ class Supervisor:
         if self.settings.database_pooler == "transaction" or (
             self.settings.database_pooler == "auto" and self.db.transaction_pooler_port
         ):
-            log.warning("transaction pooler: no LISTEN; polling every %g s", self.settings.queue_poll_interval_s)
+            log.warning(
+                "transaction pooler: no LISTEN; polling every %g s", self.settings.queue_poll_interval_s
+            )
             return False
         if await self.db.run(self.listener.start, asyncio.get_running_loop()):
             return True

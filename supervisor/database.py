@@ -64,16 +64,15 @@ class Database:
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision; concurrent boots wait for each other's turn."""
-        with self.raw.connect() as conn:
-            with self.begin_on(conn, immediate=True):
-                if self.postgres:
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-                    conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{SCHEMA}"'))
-                config = Config()
-                config.set_main_option("script_location", str(MIGRATIONS))
-                config.attributes["connection"] = conn
-                config.attributes["schema"] = self.schema
-                command.upgrade(config, "head")
+        with self.raw.connect() as conn, self.begin_on(conn, immediate=True):
+            if self.postgres:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{SCHEMA}"'))
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = conn
+            config.attributes["schema"] = self.schema
+            command.upgrade(config, "head")
 
     @contextlib.contextmanager
     def begin_on(self, conn: Connection, immediate: bool = False) -> Iterator[Connection]:

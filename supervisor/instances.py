@@ -137,7 +137,9 @@ class Instances:
                     conn.execute(insert(InstanceRow).values(self._row(now, report)))
                 rows = read_instances(conn)
             return [
-                row for row in rows if row.id == self.id or not is_dead(row, now, self.dead_after_s, self.process)
+                row
+                for row in rows
+                if row.id == self.id or not is_dead(row, now, self.dead_after_s, self.process)
             ]
 
         self.live = self.db.guard(work)

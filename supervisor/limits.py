@@ -34,7 +34,11 @@ RUNTIME_LIMITS = frozenset(
 
 class Limits:
     def __init__(
-        self, settings: SupervisorSettings, catalog: Catalog, admission: Admission, changed: Callable[[], None]
+        self,
+        settings: SupervisorSettings,
+        catalog: Catalog,
+        admission: Admission,
+        changed: Callable[[], None],
     ) -> None:
         self.settings = settings
         self.catalog = catalog

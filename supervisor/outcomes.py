@@ -30,7 +30,14 @@ Publish = Callable[..., None]
 
 class Outcomes:
     def __init__(
-        self, store: Store, owner: str, admission: Admission, spool_dir: Path, publish: Publish, history: int
+        self,
+        store: Store,
+        owner: str,
+        admission: Admission,
+        *,
+        spool_dir: Path,
+        publish: Publish,
+        history: int,
     ) -> None:
         self.store = store
         self.db: Database = store.db
@@ -42,7 +49,9 @@ class Outcomes:
         self._unsaved: list[Callable[[], bool]] = []
         self._pending_peaks: dict[str, list[float]] = {}
 
-    async def end(self, task_id: str, attempt: int, verdict: Verdict, retry: bool, fields: dict[str, Any]) -> None:
+    async def end(
+        self, task_id: str, attempt: int, verdict: Verdict, retry: bool, fields: dict[str, Any]
+    ) -> None:
         write = functools.partial(self._write, task_id, attempt, verdict, retry, fields)
         try:
             moved = await self.db.run(write)
@@ -53,17 +62,27 @@ class Outcomes:
             return
         self._after(task_id, verdict, retry, moved)
 
-    def _write(self, task_id: str, attempt: int, verdict: Verdict, retry: bool, fields: dict[str, Any]) -> bool:
-        guard = {"src": State.RUNNING, "owner": self.owner, "attempt": attempt}
+    def _write(
+        self, task_id: str, attempt: int, verdict: Verdict, retry: bool, fields: dict[str, Any]
+    ) -> bool:
         if retry:
             moved = self.store.transition(
-                task_id, State.QUEUED, **guard, owner_id=None, reason=verdict.reason, **fields
+                task_id,
+                State.QUEUED,
+                src=State.RUNNING,
+                owner=self.owner,
+                attempt=attempt,
+                owner_id=None,
+                reason=verdict.reason,
+                **fields,
             )
         else:
             moved = self.store.transition(
                 task_id,
                 verdict.state,
-                **guard,
+                src=State.RUNNING,
+                owner=self.owner,
+                attempt=attempt,
                 reason=verdict.reason,
                 result=verdict.result,
                 error_type=verdict.error_type,

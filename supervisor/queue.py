@@ -56,7 +56,7 @@ _START = (
     .values(
         state=State.RUNNING,
         owner_id=bindparam("b_owner"),
-        attempts=TaskRow.attempts + 1,  # type: ignore[operator]
+        attempts=col(TaskRow.attempts) + 1,
         started_at=bindparam("b_started_at"),
         queue_wait_s=bindparam("b_queue_wait_s"),
         ceiling_mb=bindparam("b_ceiling_mb"),
@@ -173,11 +173,11 @@ class Claimer:
         self.ready: Callable[[], Awaitable[bool]] | None = None  # e.g. the zygote is up
 
     async def loop(self) -> None:
-        while not self.stopped:
+        while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.poll_s)
             self.wake.clear()
-            if self.stopped:
+            if self.stopped:  # set by shutdown, which wakes us to see it
                 return
             try:
                 await self.claim_once()

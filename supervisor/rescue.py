@@ -117,4 +117,3 @@ def purge(db: Database, retention_s: float) -> int:
             return len(ids)
 
     return db.guard(work)
-

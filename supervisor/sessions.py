@@ -36,6 +36,7 @@ class Sessions:
         settings: SupervisorSettings,
         catalog: Catalog,
         store: Store,
+        *,
         host: WorkerHost,
         spares: Spares,
         outcomes: Outcomes,

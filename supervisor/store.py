@@ -84,7 +84,9 @@ class Store:
             if src not in sources:
                 raise ValueError(f"illegal transition {src} -> {dst}")
             sources = frozenset({src})
-        guards = {name: value for name, value in zip(GUARDS, (owner, attempt), strict=True) if value is not None}
+        guards = {
+            name: value for name, value in zip(GUARDS, (owner, attempt), strict=True) if value is not None
+        }
         stmt = self._transition_stmt(tuple(sorted(fields)), tuple(sorted(guards)))
         params = {"task_id": task_id, "sources": sorted(sources), "dst": dst, **fields, **guards}
 
@@ -113,7 +115,7 @@ class Store:
                 where.append(col(TaskRow.owner_id) == bindparam("owner"))
             if "attempt" in guards:
                 where.append(col(TaskRow.attempts) == bindparam("attempt"))
-            values = {"state": bindparam("dst"), **{name: bindparam(name) for name in names}}
+            values: dict[str, Any] = {"state": bindparam("dst"), **{name: bindparam(name) for name in names}}
             stmt = update(TaskRow).where(*where).values(values)
             self._transitions[names + guards] = stmt
         return stmt
@@ -209,7 +211,9 @@ class Store:
                 for kind, peaks in new_mb.items():
                     merged = [*saved.get(kind, []), *peaks][-keep:]
                     if kind in saved:
-                        conn.execute(update(KindStatRow).where(col(KindStatRow.kind) == kind).values(peaks_mb=merged))
+                        conn.execute(
+                            update(KindStatRow).where(col(KindStatRow.kind) == kind).values(peaks_mb=merged)
+                        )
                     else:
                         conn.execute(insert(KindStatRow).values(kind=kind, peaks_mb=merged))
             return self.peaks()

@@ -181,7 +181,9 @@ def _sse_states(server: Server, task_id: str) -> list[str]:
     return states
 
 
-def test_through_pgbouncer_in_transaction_mode_by_polling(make_server, postgres, pgbouncer: PgBouncer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_through_pgbouncer_in_transaction_mode_by_polling(
+    make_server, postgres, pgbouncer: PgBouncer, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     record = tmp_path / "runs.txt"
     name = postgres.new_database().rsplit("/", 1)[1]
     env = _env(pgbouncer.url(name), QUEUE_POLL_INTERVAL_S="0.2")

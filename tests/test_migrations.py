@@ -49,7 +49,9 @@ def test_first_release_postgres_database_is_upgraded_in_place(make_server, postg
                 conn.execute(statement)
         for index, (task_id, state, result, attempts, retriable) in enumerate(ROWS):
             created = f"2026-11-30T00:00:0{index}+00:00"
-            conn.execute(INSERT, (task_id, state, json.dumps({"seconds": 0}), result, attempts, retriable, created))
+            conn.execute(
+                INSERT, (task_id, state, json.dumps({"seconds": 0}), result, attempts, retriable, created)
+            )
         conn.execute("INSERT INTO kind_stats VALUES ('diag.sleep', '[31.5, 32.0]')")
 
     server: Server = make_server(env={"DATABASE_URL": url}).start()
@@ -73,7 +75,10 @@ def test_first_release_sqlite_database_is_upgraded_in_place(tmp_path: Path) -> N
     with sqlite3.connect(path) as conn:
         conn.executescript(LEGACY_TASKS.format(stamp="DATETIME"))
         for task_id, state, result, attempts, retriable in ROWS:
-            conn.execute(INSERT.replace("%s", "?"), (task_id, state, "{}", result, attempts, retriable, "2026-11-30 00:00:00"))
+            conn.execute(
+                INSERT.replace("%s", "?"),
+                (task_id, state, "{}", result, attempts, retriable, "2026-11-30 00:00:00"),
+            )
     store = Store(Database(f"sqlite:///{path}"))
     try:
         done = store.get("legacydone")

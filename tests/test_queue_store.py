@@ -38,7 +38,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 def _add(store: Store, kind: str = "k", ceiling_mb: float = 100, retriable: bool = True) -> str:
-    row = TaskRow(kind=kind, timeout_s=1, ceiling_mb=ceiling_mb, estimate_mb=1, retriable=retriable, max_attempts=3)
+    row = TaskRow(
+        kind=kind, timeout_s=1, ceiling_mb=ceiling_mb, estimate_mb=1, retriable=retriable, max_attempts=3
+    )
     assert store.insert(row) is not None
     return row.id
 
@@ -55,14 +57,19 @@ def test_claim_takes_what_fits_the_free_budget_and_leaves_the_rest(store: Store)
     assert [r.id for r in store.in_state(State.QUEUED)] == ids[2:]
 
 
-def test_a_task_too_big_here_is_left_to_a_larger_peer_and_one_too_big_everywhere_refused(store: Store) -> None:
+def test_a_task_too_big_here_is_left_to_a_larger_peer_and_one_too_big_everywhere_refused(
+    store: Store,
+) -> None:
     big, huge, small = _add(store, "big"), _add(store, "huge"), _add(store)
     needs = {"big": 300.0, "huge": 900.0, "k": 40.0}
     got = claim(store.db, "me", lambda kind, ceiling: needs[kind], _room(200, largest_mb=500))
     assert [r.id for r in got.started] == [small]
     assert [task_id for task_id, _ in got.refused] == [huge]
     refused = store.get(huge)
-    assert refused is not None and (refused.state, refused.reason) == (State.FAILED, Reason.TOO_BIG_FOR_BUDGET)
+    assert refused is not None and (refused.state, refused.reason) == (
+        State.FAILED,
+        Reason.TOO_BIG_FOR_BUDGET,
+    )
     assert "900 MB" in (refused.error_message or "") and "500 MB" in (refused.error_message or "")
     assert [r.id for r in store.in_state(State.QUEUED)] == [big], "waits for the larger peer"
 
@@ -90,7 +97,7 @@ def test_racing_claimers_take_each_task_once(store: Store) -> None:
 
 def test_an_outcome_for_a_task_taken_away_is_dropped(store: Store) -> None:
     task_id = _add(store)
-    [row] = claim(store.db, "old", lambda kind, ceiling: 1.0, _room(100)).started
+    [_first] = claim(store.db, "old", lambda kind, ceiling: 1.0, _room(100)).started
     assert store.transition(task_id, State.QUEUED, src=State.RUNNING, owner="old", attempt=1, owner_id=None)
     [again] = claim(store.db, "new", lambda kind, ceiling: 1.0, _room(100)).started
     assert again.attempts == 2
@@ -117,13 +124,16 @@ def test_rescue_touches_only_the_tasks_of_dead_instances(store: Store) -> None:
     me.register(REPORT)
     live, dead = _elsewhere(store.db, 1), _elsewhere(store.db, 60)
     ids = {name: _add(store, retriable=name != "fragile") for name in ("live", "dead", "fragile")}
-    for name, owner in (("live", live.id), ("dead", dead.id), ("fragile", dead.id)):
+    for owner in (live.id, dead.id, dead.id):
         assert claim(store.db, owner, lambda kind, ceiling: 1.0, _room(100, slots=1)).started
     done = rescue(store.db, me.id, me.process, 30)
     assert (done.requeued, done.failed, done.dead_instances) == ([ids["dead"]], [ids["fragile"]], [dead.id])
     states = {name: store.get(task_id) for name, task_id in ids.items()}
     assert states["live"] is not None and states["live"].state == State.RUNNING
-    assert states["dead"] is not None and (states["dead"].state, states["dead"].owner_id) == (State.QUEUED, None)
+    assert states["dead"] is not None and (states["dead"].state, states["dead"].owner_id) == (
+        State.QUEUED,
+        None,
+    )
     assert states["fragile"] is not None and states["fragile"].reason == Reason.INTERRUPTED
     assert rescue(store.db, me.id, me.process, 30).requeued == [], "a second rescuer finds nothing"
 

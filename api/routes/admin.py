@@ -124,4 +124,7 @@ async def resume(supervisor: SupervisorDep) -> dict[str, object]:
 
 @metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(supervisor: SupervisorDep) -> Response:
-    return Response(exposition(supervisor, await supervisor.stats()), media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(
+        exposition(supervisor, await supervisor.stats()),
+        media_type="text/plain; version=0.0.4; charset=utf-8",
+    )

@@ -69,7 +69,7 @@ def _json_endpoint(kind: str, model: type[BaseModel]) -> Any:
         wait_s: WaitS = 0,
     ) -> JSONResponse:
         payload = BaseModel.model_dump(body, mode="json", exclude_none=True)
-        row = supervisor.submit(Submission(kind, payload, timeout_s, ceiling_mb))
+        row = await supervisor.submit(Submission(kind, payload, timeout_s, ceiling_mb))
         return await answer(supervisor, settings, row, wait_s)
 
     endpoint.__name__ = "submit_" + kind.replace(".", "_")

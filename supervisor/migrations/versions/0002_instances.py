@@ -22,7 +22,7 @@ def upgrade(schema: str | None = None) -> None:
     op.add_column("tasks", sa.Column("owner_id", sa.String()), schema=schema)
     op.add_column("tasks", sa.Column("idempotency_key", sa.String()), schema=schema)
     for flag in ("cancel_requested", "has_files"):
-        column = sa.Column(flag, sa.Boolean(), nullable=False, server_default=sa.false())
+        column: sa.Column[bool] = sa.Column(flag, sa.Boolean(), nullable=False, server_default=sa.false())
         op.add_column("tasks", column, schema=schema)
     op.create_index("ix_tasks_owner_id", "tasks", ["owner_id"], schema=schema)
     op.create_index("ix_tasks_idempotency_key", "tasks", ["idempotency_key"], unique=True, schema=schema)
