@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor import admission as admission_mod
-from supervisor import rescue as rescue_mod
+from supervisor import upkeep, watching
 from supervisor.accounting import Accounting
 from supervisor.config import SupervisorSettings
 from supervisor.container import ContainerProbe
@@ -42,7 +41,7 @@ from supervisor.queue import Claimer, Room
 from supervisor.schema import utcnow
 from supervisor.sessions import Sessions
 from supervisor.spares import Spares
-from supervisor.states import FINAL, Reason, State
+from supervisor.states import Reason, State
 from supervisor.stats import task_stats
 from supervisor.store import Store, TaskRow
 from supervisor.verdict import Verdict
@@ -54,9 +53,7 @@ from workers.catalog import Catalog
 log = logging.getLogger(__name__)
 
 PSS_GUARD_INTERVAL_S = 0.5
-TICK_S = 0.5  # the budget, and the pool's hard limit, are re-read this often
 EXIT_DRAIN_S = 5.0
-PURGE_EVERY_S = 60.0
 RECHECK_LISTENING_S = 5.0  # a waiter re-reads its task this often even when NOTIFY reaches us
 
 
@@ -91,7 +88,7 @@ class Supervisor:
             self.instances.id,
             self.admission,
             spool_dir=settings.spool_dir(),
-            publish=self._publish,
+            publish=self.publish,
             history=settings.estimate_history,
         )
         self.sessions = Sessions(
@@ -101,13 +98,13 @@ class Supervisor:
             host=self.host,
             spares=self.spares,
             outcomes=self.outcomes,
-            publish=self._publish,
-            on_free=self._claim_soon,
+            publish=self.publish,
+            on_free=self.claim_soon,
         )
         self.spares.endpoint = self.sessions.broker.endpoint
         self.claimer = Claimer(self.db, self.instances.id, self, settings.queue_poll_interval_s)
         self.claimer.ready = self.host.ensure
-        self.limits = Limits(settings, catalog, self.admission, self._claim_soon)
+        self.limits = Limits(settings, catalog, self.admission, self.claim_soon)
         self.listener = Listener(self.db.url, self._on_notify) if self.db.postgres else None
         self.listening = False
         self.draining = False
@@ -125,11 +122,11 @@ class Supervisor:
         await self.db.run(self.instances.register, self._report())
         await self._rescue()  # a boot touches only the tasks of dead instances
         self.listening = await self._listen()
-        self._loops = [asyncio.create_task(self._instance_loop(), name="memvisor-instance")]
+        self._loops = [asyncio.create_task(upkeep.instance_loop(self), name="memvisor-instance")]
         if self.runs_tasks:
             self._loops += [
                 asyncio.create_task(self.claimer.loop(), name="memvisor-claim"),
-                asyncio.create_task(self._housekeeping_loop(), name="memvisor-housekeeping"),
+                asyncio.create_task(upkeep.housekeeping_loop(self), name="memvisor-housekeeping"),
             ]
             self.claimer.wake.set()
         log.info(
@@ -242,8 +239,8 @@ class Supervisor:
             raise QueueFullError(self.settings.max_queue, max(1, min(60, self.settings.max_queue // running)))
         if files_dir is not None and self.db.postgres:
             shutil.rmtree(files_dir, ignore_errors=True)  # the database holds them now
-        self._publish(row.id, State.QUEUED)
-        self._claim_soon()
+        self.publish(row.id, State.QUEUED)
+        self.claim_soon()
         return row
 
     async def get(self, task_id: str) -> TaskRow:
@@ -257,47 +254,14 @@ class Supervisor:
 
     async def wait(self, task_id: str, wait_s: float) -> TaskRow:
         """The task once it is final, or as it is when ``wait_s`` runs out."""
-        deadline = time.monotonic() + wait_s
-        queue = self.events.subscribe(task_id)  # before reading, so that no change can slip between
-        try:
-            row = await self.get(task_id)
-            while row.state not in FINAL and (left := deadline - time.monotonic()) > 0:
-                try:
-                    event = await asyncio.wait_for(queue.get(), min(left, self._recheck_s()))
-                    if event.get("state") not in FINAL:
-                        continue  # read once, when there is something final to read
-                except TimeoutError:
-                    pass  # the deadline, or time to re-read a task another instance may have ended
-                row = await self.get(task_id)
-            return row
-        finally:
-            self.events.unsubscribe(task_id, queue)
+        return await watching.wait(self, task_id, wait_s)
 
-    async def watch(self, task_id: str) -> AsyncIterator[tuple[str, Any]]:
-        """``("state", row)`` now and on every change of the task's state or attempt until it is
-        final, ``("progress", data)`` from its worker. Changes come from this instance, by NOTIFY
-        from the others, or by re-reading the row; progress only from the instance running it."""
-        queue = self.events.subscribe(task_id)  # before reading, so that no change can slip between
-        try:
-            row = await self.get(task_id)
-            yield "state", row
-            seen = (row.state, row.attempts)
-            while row.state not in FINAL:
-                try:
-                    event = await asyncio.wait_for(queue.get(), self._recheck_s())
-                    if event["event"] == "progress":
-                        yield "progress", event.get("data")
-                        continue
-                except TimeoutError:
-                    pass
-                row = await self.get(task_id)
-                if (row.state, row.attempts) != seen:
-                    seen = (row.state, row.attempts)
-                    yield "state", row
-        finally:
-            self.events.unsubscribe(task_id, queue)
+    def watch(self, task_id: str) -> AsyncIterator[tuple[str, Any]]:
+        """``("state", row)`` now and on every change until final, ``("progress", data)``."""
+        return watching.watch(self, task_id)
 
-    def _recheck_s(self) -> float:
+    def recheck_s(self) -> float:
+        """How often a waiter re-reads a task that another instance may have moved."""
         return RECHECK_LISTENING_S if self.listening else self.settings.queue_poll_interval_s
 
     async def cancel(self, task_id: str) -> TaskRow:
@@ -309,7 +273,7 @@ class Supervisor:
         if row.state == State.QUEUED:
             fields = {"reason": Reason.CANCELLED, "finished_at": utcnow()}
             if await self.db.run(self.store.transition, task_id, State.CANCELLED, State.QUEUED, **fields):
-                self._publish(task_id, State.CANCELLED, reason=Reason.CANCELLED)
+                self.publish(task_id, State.CANCELLED, reason=Reason.CANCELLED)
                 shutil.rmtree(self.settings.spool_dir() / task_id, ignore_errors=True)
                 return await self.get(task_id)
         # Running on another instance (or claimed meanwhile): its owner hears and cancels it.
@@ -360,7 +324,7 @@ class Supervisor:
         if self._stopping:
             raise DrainingError("the service is shutting down")
         self.draining = False
-        self._claim_soon()
+        self.claim_soon()
 
     def memory_report(self) -> dict[str, Any]:
         return self.limits.memory_report(self.accounting, self.probe, self.host, self.spares, self.workers())
@@ -391,76 +355,23 @@ class Supervisor:
 
     def refused(self, task_id: str, verdict: Verdict) -> None:
         log.warning("task %s refused: %s", task_id, verdict.error_message)
-        self._publish(task_id, verdict.state, reason=verdict.reason)
+        self.publish(task_id, verdict.state, reason=verdict.reason)
         shutil.rmtree(self.settings.spool_dir() / task_id, ignore_errors=True)
 
-    # ----- loops -----------------------------------------------------------------------------
-
-    async def _instance_loop(self) -> None:
-        """Heartbeat, then rescue the dead's tasks, learn the shared estimates, purge old tasks."""
-        purged_at = 0.0
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_interval_s)
-            try:
-                await self.db.run(self.instances.beat, self._report())
-                await self._rescue()
-                await self.outcomes.sync_peaks()
-                if time.monotonic() - purged_at > PURGE_EVERY_S:
-                    purged_at = time.monotonic()
-                    await self.db.run(rescue_mod.purge, self.db, self.settings.task_retention_s)
-            except StoreUnavailableError as exc:
-                log.warning("heartbeat failed: %s", exc)
+    # ----- upkeep (supervisor/upkeep.py) -----------------------------------------------------
 
     async def _rescue(self) -> None:
-        done = await self.db.run(
-            rescue_mod.rescue,
-            self.db,
-            self.instances.id,
-            self.instances.process,
-            self.settings.instance_dead_after_s,
-        )
-        for task_id in done.requeued:
-            self._publish(task_id, State.QUEUED, reason=Reason.INTERRUPTED)
-        for task_id in done.failed:
-            self._publish(task_id, State.FAILED, reason=Reason.INTERRUPTED)
-        if done.requeued:
-            self._claim_soon()
-
-    async def _housekeeping_loop(self) -> None:
-        """The budget moves with the API's own usage: follow it even while the claimer is busy."""
-        while True:
-            await asyncio.sleep(TICK_S)
-            try:
-                await self.outcomes.flush()
-                if not self.listening and self.sessions.running:
-                    for task_id in await self.db.run(self.store.cancels_for, self.instances.id):
-                        self._cancel_local(task_id)
-            except StoreUnavailableError as exc:
-                log.warning("housekeeping: %s", exc)
-            if not self.draining:
-                await self.host.ensure()
-                self.spares.refill()
-            self.host.set_pool_limit(self.accounting.pool_limit_mb())
+        await upkeep.rescue_once(self)
 
     def _report(self) -> dict[str, Any]:
-        """What this instance tells its peers (and /admin/instances) about itself."""
-        budget = self.admission.budget() if self.runs_tasks else None
-        return {
-            "limit_mb": round(self.probe.limit.value_mb, 1),
-            "budget_mb": round(budget.budget_mb, 1) if budget else 0.0,
-            "enforcement": ("kernel cgroups + watchdog" if self.host.cgroups else "watchdog")
-            if self.runs_tasks
-            else "none (runs no task)",
-            "running": len(self.sessions.running),
-            "listening": self.listening,
-        }
+        return upkeep.report(self)
 
     # ----- events ----------------------------------------------------------------------------
 
-    def _claim_soon(self) -> None:
+    def claim_soon(self) -> None:
         self.claimer.wake.set()
 
-    def _cancel_local(self, task_id: str) -> None:
+    def cancel_local(self, task_id: str) -> None:
         worker = self.sessions.worker_of(task_id)
         if worker is not None:
             worker.terminate(Reason.CANCELLED)
@@ -468,16 +379,16 @@ class Supervisor:
     def _on_notify(self, payload: str) -> None:
         """``<task id> <state> <attempts>[ cancel]`` from the database's trigger, or a re-check."""
         if payload == RECHECK:
-            self._claim_soon()
+            self.claim_soon()
             return
         task_id, state, *rest = payload.split()
         if state == State.QUEUED:
-            self._claim_soon()
+            self.claim_soon()
         self.events.publish(task_id, {"event": "state", "state": state})
         if "cancel" in rest:
-            self._cancel_local(task_id)
+            self.cancel_local(task_id)
 
-    def _publish(self, task_id: str, state: State | None, **fields: Any) -> None:
+    def publish(self, task_id: str, state: State | None, **fields: Any) -> None:
         if state is None:
             self.events.publish(task_id, {"event": "progress", "data": fields.get("progress")})
         else:
