@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import shutil
 import uuid
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 PSS_GUARD_INTERVAL_S = 0.5
 EXIT_DRAIN_S = 5.0
 RECHECK_LISTENING_S = 5.0  # a waiter re-reads its task this often even when NOTIFY reaches us
+PROGRESS_PREFIX = "p "  # a progress notification; a task's begins with its (hex) id
+NOTIFY_MAX_BYTES = 8000  # PostgreSQL's limit on a NOTIFY payload
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class Supervisor:
         self.draining = False
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
+        self._sending: set[asyncio.Task[None]] = set()
         self.watchdog: Watchdog | None = None
 
     # ----- lifecycle -------------------------------------------------------------------------
@@ -381,6 +385,9 @@ class Supervisor:
         if payload == RECHECK:
             self.claim_soon()
             return
+        if payload.startswith(PROGRESS_PREFIX):
+            self._on_remote_progress(payload)
+            return
         task_id, state, *rest = payload.split()
         if state == State.QUEUED:
             self.claim_soon()
@@ -388,8 +395,28 @@ class Supervisor:
         if "cancel" in rest:
             self.cancel_local(task_id)
 
+    def _on_remote_progress(self, payload: str) -> None:
+        _, instance, task_id, data = payload.split(" ", 3)
+        if instance != self.instances.id:  # our own came to our subscribers already
+            with contextlib.suppress(ValueError):
+                self.events.publish(task_id, {"event": "progress", "data": json.loads(data)})
+
     def publish(self, task_id: str, state: State | None, **fields: Any) -> None:
         if state is None:
-            self.events.publish(task_id, {"event": "progress", "data": fields.get("progress")})
+            data = fields.get("progress")
+            self.events.publish(task_id, {"event": "progress", "data": data})
+            self._forward_progress(task_id, data)
         else:
             self.events.publish(task_id, {"event": "state", "state": str(state), **fields})
+
+    def _forward_progress(self, task_id: str, data: Any) -> None:
+        """Progress reaches a stream on another instance by NOTIFY (best effort, in order with
+        other progress but not with state changes); without LISTEN it stays with this instance."""
+        if not self.listening:
+            return
+        payload = f"{PROGRESS_PREFIX}{self.instances.id} {task_id} {json.dumps(data)}"
+        if len(payload.encode()) >= NOTIFY_MAX_BYTES:
+            return
+        sent = asyncio.create_task(self.db.run(self.store.notify, payload))
+        self._sending.add(sent)
+        sent.add_done_callback(self._sending.discard)

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
 from supervisor.database import Database
-from supervisor.schema import KindStatRow, TaskFileRow, TaskRow, as_utc, utcnow
+from supervisor.schema import NOTIFY_CHANNEL, KindStatRow, TaskFileRow, TaskRow, as_utc, utcnow
 from supervisor.states import FINAL, State, sources_of
 
 __all__ = ["Store", "TaskRow", "as_utc", "utcnow"]
@@ -119,6 +119,11 @@ class Store:
             stmt = update(TaskRow).where(*where).values(values)
             self._transitions[names + guards] = stmt
         return stmt
+
+    def notify(self, payload: str) -> None:
+        """Announce ``payload`` to every instance that LISTENs (PostgreSQL only)."""
+        stmt = select(func.pg_notify(NOTIFY_CHANNEL, payload))
+        self.db.guard(lambda: self._execute(stmt))
 
     def request_cancel(self, task_id: str) -> bool:
         """Ask the owner of a running task (another instance) to cancel it; it hears by NOTIFY or poll."""

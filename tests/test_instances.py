@@ -150,10 +150,14 @@ def test_split_roles_api_instance_serves_workers_run(make_server, database) -> N
     )
     assert done.status_code == 200 and done.json()["state"] == "succeeded", done.text
 
-    task = api.submit("diag.sleep", {"seconds": 1})
-    states = _sse_states(api, task["id"])
+    # It says "allocated" as progress after 2 s (the stream is open by then), then holds a second.
+    task = api.submit("diag.alloc", {"mb": 4, "rate_mb_s": 2, "hold_s": 1})
+    events = _sse_events(api, task["id"])
+    states = [data["state"] for event, data in events if event == "state"]
     assert states[0] in ("queued", "running") and states[-1] == "succeeded", states
     assert "running" in states, "the start on a worker instance reached the api instance's stream"
+    progress = [data for event, data in events if event == "progress"]
+    assert progress and progress[0]["message"] == "allocated", events
 
     files = {"files": ("page.bin", b"x" * 3000, "application/octet-stream")}
     data = {"kind": "sample.echo", "payload": json.dumps({"text": "with file"})}
@@ -169,16 +173,16 @@ def test_split_roles_api_instance_serves_workers_run(make_server, database) -> N
     assert left == (0,), "the stored file went with the task's final state"
 
 
-def _sse_states(server: Server, task_id: str) -> list[str]:
-    states: list[str] = []
+def _sse_events(server: Server, task_id: str) -> list[tuple[str, Any]]:
+    events: list[tuple[str, Any]] = []
     with httpx.stream("GET", f"{server.url}/v1/tasks/{task_id}/events", timeout=30) as response:
         event = None
         for line in response.iter_lines():
             if line.startswith("event:"):
                 event = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and event == "state":
-                states.append(json.loads(line.split(":", 1)[1])["state"])
-    return states
+            elif line.startswith("data:") and event in ("state", "progress"):
+                events.append((event, json.loads(line.split(":", 1)[1])))
+    return events
 
 
 def test_through_pgbouncer_in_transaction_mode_by_polling(
