@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import shutil
 import uuid
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor import admission as admission_mod
-from supervisor import upkeep, watching
+from supervisor import upkeep, wakeups, watching
 from supervisor.accounting import Accounting
 from supervisor.config import SupervisorSettings
 from supervisor.container import ContainerProbe
@@ -46,7 +45,7 @@ from supervisor.states import Reason, State
 from supervisor.stats import task_stats
 from supervisor.store import Store, TaskRow
 from supervisor.verdict import Verdict
-from supervisor.wakeups import RECHECK, Listener
+from supervisor.wakeups import Listener
 from supervisor.watchdog import Watchdog
 from supervisor.worker import RunningWorker
 from workers.catalog import Catalog
@@ -56,8 +55,6 @@ log = logging.getLogger(__name__)
 PSS_GUARD_INTERVAL_S = 0.5
 EXIT_DRAIN_S = 5.0
 RECHECK_LISTENING_S = 5.0  # a waiter re-reads its task this often even when NOTIFY reaches us
-PROGRESS_PREFIX = "p "  # a progress notification; a task's begins with its (hex) id
-NOTIFY_MAX_BYTES = 8000  # PostgreSQL's limit on a NOTIFY payload
 
 
 @dataclass(frozen=True)
@@ -381,42 +378,17 @@ class Supervisor:
             worker.terminate(Reason.CANCELLED)
 
     def _on_notify(self, payload: str) -> None:
-        """``<task id> <state> <attempts>[ cancel]`` from the database's trigger, or a re-check."""
-        if payload == RECHECK:
-            self.claim_soon()
-            return
-        if payload.startswith(PROGRESS_PREFIX):
-            self._on_remote_progress(payload)
-            return
-        task_id, state, *rest = payload.split()
-        if state == State.QUEUED:
-            self.claim_soon()
-        self.events.publish(task_id, {"event": "state", "state": state})
-        if "cancel" in rest:
-            self.cancel_local(task_id)
-
-    def _on_remote_progress(self, payload: str) -> None:
-        _, instance, task_id, data = payload.split(" ", 3)
-        if instance != self.instances.id:  # our own came to our subscribers already
-            with contextlib.suppress(ValueError):
-                self.events.publish(task_id, {"event": "progress", "data": json.loads(data)})
+        wakeups.dispatch(self, payload)
 
     def publish(self, task_id: str, state: State | None, **fields: Any) -> None:
         if state is None:
             data = fields.get("progress")
             self.events.publish(task_id, {"event": "progress", "data": data})
-            self._forward_progress(task_id, data)
+            if self.listening:  # else progress stays with this instance's streams
+                payload = wakeups.progress_payload(self.instances.id, task_id, data)
+                if payload is not None:
+                    sent = asyncio.create_task(self.db.run(self.store.notify, payload))
+                    self._sending.add(sent)
+                    sent.add_done_callback(self._sending.discard)
         else:
             self.events.publish(task_id, {"event": "state", "state": str(state), **fields})
-
-    def _forward_progress(self, task_id: str, data: Any) -> None:
-        """Progress reaches a stream on another instance by NOTIFY (best effort, in order with
-        other progress but not with state changes); without LISTEN it stays with this instance."""
-        if not self.listening:
-            return
-        payload = f"{PROGRESS_PREFIX}{self.instances.id} {task_id} {json.dumps(data)}"
-        if len(payload.encode()) >= NOTIFY_MAX_BYTES:
-            return
-        sent = asyncio.create_task(self.db.run(self.store.notify, payload))
-        self._sending.add(sent)
-        sent.add_done_callback(self._sending.discard)

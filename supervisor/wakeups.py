@@ -10,22 +10,30 @@ and lives on its short poll alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
 
 from supervisor.schema import NOTIFY_CHANNEL
+from supervisor.states import State
+
+if TYPE_CHECKING:
+    from supervisor.core import Supervisor
 
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 2.0
 RECONNECT_S = 1.0
 RECHECK = "*"  # handed to the loop after a reconnect: notifications may have been missed
+PROGRESS_PREFIX = "p "  # a progress notification; a task's begins with its (hex) id
+NOTIFY_MAX_BYTES = 8000  # PostgreSQL's limit on a NOTIFY payload
 
 
 def libpq_url(url: str) -> str:
@@ -113,3 +121,30 @@ class Listener:
                 self._conn.close()
             except Exception as exc:
                 log.debug("LISTEN connection close: %s", exc)
+
+
+def dispatch(sup: Supervisor, payload: str) -> None:
+    """``<task id> <state> <attempts>[ cancel]`` from the database's trigger, a progress
+    notification, or a re-check after a reconnect; on the event loop."""
+    if payload == RECHECK:
+        sup.claim_soon()
+        return
+    if payload.startswith(PROGRESS_PREFIX):
+        _, instance, task_id, data = payload.split(" ", 3)
+        if instance != sup.instances.id:  # our own reached our subscribers already
+            with contextlib.suppress(ValueError):
+                sup.events.publish(task_id, {"event": "progress", "data": json.loads(data)})
+        return
+    task_id, state, *rest = payload.split()
+    if state == State.QUEUED:
+        sup.claim_soon()
+    sup.events.publish(task_id, {"event": "state", "state": state})
+    if "cancel" in rest:
+        sup.cancel_local(task_id)
+
+
+def progress_payload(instance: str, task_id: str, data: Any) -> str | None:
+    """Progress for streams on other instances (best effort: in order with other progress, not with
+    state changes); None if too large for a notification."""
+    payload = f"{PROGRESS_PREFIX}{instance} {task_id} {json.dumps(data)}"
+    return payload if len(payload.encode()) < NOTIFY_MAX_BYTES else None

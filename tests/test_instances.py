@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -225,3 +226,16 @@ def test_wait_through_another_instance_returns_within_the_wake_up(make_server, d
     assert final["state"] == box["task"]["state"] == "succeeded"
     # With a 30 s poll and a re-read every 5 s, only the notification can wake the waiter this soon.
     assert box["at"] - seen_at < 2
+
+
+def test_split_blueprint_runs_an_api_web_service_and_a_worker() -> None:
+    text = (Path(__file__).resolve().parent.parent / "render.split.yaml").read_text()
+    services = re.split(r"^  - type: ", text.split("\nservices:\n", 1)[1], flags=re.MULTILINE)[1:]
+    roles = {s.split()[0]: re.search(r"- key: ROLE\n\s+value: (\w+)", s).group(1) for s in services}  # type: ignore[union-attr]
+    assert roles == {"web": "api", "worker": "worker"}
+    assert all("- fromGroup: memvisor-shared" in s and "runtime: docker" in s for s in services)
+    assert re.search(r"- key: DATABASE_URL\n\s+sync: false", text), "the shared database is asked for"
+    drain_s = float(re.search(r'- key: DRAIN_TIMEOUT_S\n\s+value: "([\d.]+)"', text).group(1))  # type: ignore[union-attr]
+    assert all(
+        drain_s + 10 <= int(re.search(r"maxShutdownDelaySeconds: (\d+)", s).group(1)) for s in services
+    )  # type: ignore[union-attr]
