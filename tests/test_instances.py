@@ -160,6 +160,14 @@ def test_split_roles_api_instance_serves_workers_run(make_server, database) -> N
     progress = [data for event, data in events if event == "progress"]
     assert progress and progress[0]["message"] == "allocated", events
 
+    long = api.submit("diag.sleep", {"seconds": 60})["id"]
+    until(lambda: api.task(long)["state"] == "running", 20, "a worker instance to run it")
+    assert api.client.delete(f"/v1/tasks/{long}").status_code == 200, (
+        "asked of its owner through the database"
+    )
+    cancelled = api.wait(long, timeout_s=20)
+    assert (cancelled["state"], cancelled["reason"]) == ("cancelled", "cancelled")
+
     files = {"files": ("page.bin", b"x" * 3000, "application/octet-stream")}
     data = {"kind": "sample.echo", "payload": json.dumps({"text": "with file"})}
     uploaded = api.client.post("/v1/tasks/upload", data=data, files=files, params={"wait_s": 30})
