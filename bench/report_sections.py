@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bench import instances
 from bench.report_format import NOTATION, cell, counts, divide, fmt, table, times, verdict
 
 METHOD = """\
@@ -324,4 +325,5 @@ SCENARIOS: tuple[tuple[str, Callable[[dict[str, Any]], str], str], ...] = (
     ("3. Enforcement", enforcement, "enforcement"),
     ("4. Survival", survival, "survival"),
     ("5. OCR", ocr, "ocr"),
+    ("6. Instances on one PostgreSQL", instances.render, "instances"),
 )

@@ -54,7 +54,7 @@ class Listener:
         self._loop = loop
         try:
             self._conn = self._listen()
-            delivered = self._probe(self._conn)
+            delivered = self._session_kept(self._conn) and self._probe(self._conn)
         except Exception as exc:  # psycopg's errors, or none installed: polling still works
             log.warning("LISTEN unavailable (%s): polling only", exc)
             return False
@@ -72,6 +72,19 @@ class Listener:
         conn = psycopg.connect(self.url, autocommit=True, prepare_threshold=None, connect_timeout=5)
         conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
         return conn
+
+    def _session_kept(self, conn: Any) -> bool:
+        """A setting made in one statement is still there in the next while another client holds a
+        transaction: false under a transaction pooler, which may hand us another server connection
+        (PgBouncer reuses the most recently released one, which the other client then holds)."""
+        import psycopg
+
+        token = uuid.uuid4().hex
+        conn.execute("SELECT set_config('memvisor.probe', %s, false)", (token,))
+        with psycopg.connect(self.url, prepare_threshold=None, connect_timeout=5) as other:
+            other.execute("SELECT 1")  # inside a transaction until the block ends: its server is held
+            row = conn.execute("SELECT current_setting('memvisor.probe', true)").fetchone()
+        return bool(row and row[0] == token)
 
     def _probe(self, conn: Any) -> bool:
         import psycopg
