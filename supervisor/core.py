@@ -199,8 +199,8 @@ class Supervisor:
         if self.watchdog is not None:
             self.watchdog.stop()
         await self.outcomes.sync_peaks()
+        await self.sessions.broker.close()  # never started with role api: removes its empty dir
         if self.runs_tasks:
-            await self.sessions.broker.close()
             await self.host.stop()
         with contextlib.suppress(StoreUnavailableError):
             await self.db.run(self.instances.remove)
