@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 2.0
+SESSION_CHECKS = 2
+SESSION_HOLDERS = 3
 RECONNECT_S = 1.0
 RECHECK = "*"  # handed to the loop after a reconnect: notifications may have been missed
 PROGRESS_PREFIX = "p "  # a progress notification; a task's begins with its (hex) id
@@ -74,17 +76,25 @@ class Listener:
         return conn
 
     def _session_kept(self, conn: Any) -> bool:
-        """A setting made in one statement is still there in the next while another client holds a
-        transaction: false under a transaction pooler, which may hand us another server connection
-        (PgBouncer reuses the most recently released one, which the other client then holds)."""
+        """A setting made in one statement is still there in the next while other clients hold
+        transactions: false under a transaction pooler, which hands us whichever server connection is
+        free (PgBouncer reuses the most recently released one, ours, which a holder then takes).
+        Checked twice with a few holders, since other clients of the pooler move connections too."""
         import psycopg
 
-        token = uuid.uuid4().hex
-        conn.execute("SELECT set_config('memvisor.probe', %s, false)", (token,))
-        with psycopg.connect(self.url, prepare_threshold=None, connect_timeout=5) as other:
-            other.execute("SELECT 1")  # inside a transaction until the block ends: its server is held
-            row = conn.execute("SELECT current_setting('memvisor.probe', true)").fetchone()
-        return bool(row and row[0] == token)
+        for _ in range(SESSION_CHECKS):
+            token = uuid.uuid4().hex
+            conn.execute("SELECT set_config('memvisor.probe', %s, false)", (token,))
+            with contextlib.ExitStack() as holders:
+                for _ in range(SESSION_HOLDERS):
+                    other = holders.enter_context(
+                        psycopg.connect(self.url, prepare_threshold=None, connect_timeout=5)
+                    )
+                    other.execute("SELECT 1")  # in a transaction until the stack closes: a server held
+                row = conn.execute("SELECT current_setting('memvisor.probe', true)").fetchone()
+            if not (row and row[0] == token):
+                return False
+        return True
 
     def _probe(self, conn: Any) -> bool:
         import psycopg
