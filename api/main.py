@@ -50,17 +50,17 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 
 def _check_database() -> None:
-    """Open the database (creating its tables) before the port is bound: a deploy with a wrong
+    """Open the database (migrating its tables) before the port is bound: a deploy with a wrong
     DATABASE_URL then fails with one line naming it (password masked) instead of serving."""
     from sqlalchemy.engine import make_url
 
     from supervisor.config import SupervisorSettings
+    from supervisor.database import Database
     from supervisor.errors import StoreUnavailableError
-    from supervisor.store import Store
 
     url = SupervisorSettings().database()
     try:
-        Store(url).close()
+        Database(url, pool_size=1).close()
     except StoreUnavailableError as exc:
         shown = make_url(url).render_as_string(hide_password=True)  # as the user wrote it
         print(f"memvisor: cannot use the database {shown}: {exc}; check DATABASE_URL", file=sys.stderr)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from supervisor.core import Supervisor
-from supervisor.stats import task_stats
 
 MEMORY_GAUGES = {
     "limit_mb": "Container memory limit",
@@ -22,14 +22,15 @@ MEMORY_GAUGES = {
 
 
 class SupervisorCollector(Collector):
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Supervisor, stats: dict[str, Any]) -> None:
         self.supervisor = supervisor
+        self.stats = stats
 
     def collect(self) -> Iterator[Metric]:
         memory = self.supervisor.memory_report()
         for key, doc in MEMORY_GAUGES.items():
             yield GaugeMetricFamily(f"memvisor_memory_{key}", doc, value=memory[key])
-        yield GaugeMetricFamily("memvisor_queue_depth", "Tasks waiting", value=self.supervisor.queue_depth())
+        yield GaugeMetricFamily("memvisor_queue_depth", "Tasks waiting", value=self.stats["queue_depth"])
         yield from self._workers()
         yield from self._tasks()
 
@@ -49,7 +50,7 @@ class SupervisorCollector(Collector):
         yield ceiling
 
     def _tasks(self) -> Iterator[Metric]:
-        stats = task_stats(self.supervisor.store)
+        stats = self.stats
         tasks = CounterMetricFamily("memvisor_tasks", "Tasks by kind and state", labels=["kind", "state"])
         for kind, states in stats["tasks_by_kind"].items():
             for state, count in states.items():
@@ -69,7 +70,8 @@ class SupervisorCollector(Collector):
             yield gauge
 
 
-def exposition(supervisor: Supervisor) -> bytes:
+def exposition(supervisor: Supervisor, stats: dict[str, Any]) -> bytes:
+    """``stats`` as ``Supervisor.stats`` reads them (from the database, off the event loop)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SupervisorCollector(supervisor))
+    registry.register(SupervisorCollector(supervisor, stats))
     return generate_latest(registry)

@@ -28,7 +28,7 @@ async def submit_with_files(
     """Spool the files under the new task's id, then queue it; a refusal removes the files again."""
     supervisor.catalog.resolve(submission.kind)  # refuse an unknown kind before writing anything
     task_id = new_task_id()
-    spool = supervisor.settings.spool_dir() / task_id
+    spool = supervisor.spool_dir() / task_id
     names = await save_uploads(files, spool, settings.max_upload_mb)
     try:
         if images_only:
@@ -37,7 +37,7 @@ async def submit_with_files(
         payload = dict(submission.payload)
         if len(names) == 1:
             payload.setdefault("file", names[0])
-        row = supervisor.submit(replace(submission, payload=payload, task_id=task_id))
+        row = await supervisor.submit(replace(submission, payload=payload, task_id=task_id), files_dir=spool)
     except BaseException:
         shutil.rmtree(spool, ignore_errors=True)
         raise

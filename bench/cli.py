@@ -2,8 +2,8 @@
 and the PNG plots.
 
 Scenarios run in this order (OCR before survival, which adds OCR jobs to its mix only if OCR worked):
-footprint, dispatch, enforcement, ocr, survival, rag. One that fails is recorded with its error and the
-others still run.
+footprint, dispatch, enforcement, ocr, survival, rag, instances. One that fails is recorded with its
+error and the others still run.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import dispatch, enforcement, footprint, ocr, plot, rag, report, survival
+from bench import dispatch, enforcement, footprint, instances, ocr, plot, rag, report, survival
 from bench.cgroup import LimitedCgroup, make_cgroup
 from bench.plan import FULL, QUICK, Context, Plan
 from bench.service import log
 
-ORDER = ("footprint", "dispatch", "enforcement", "ocr", "survival", "rag")
+ORDER = ("footprint", "dispatch", "enforcement", "ocr", "survival", "rag", "instances")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -90,6 +90,7 @@ def _scenario(name: str, plan: Plan, ctx: Context, results: dict[str, Any]) -> d
         "enforcement": enforcement.run,
         "ocr": ocr.run,
         "rag": rag.run,
+        "instances": instances.run,
     }
     return runners[name](plan, ctx)
 

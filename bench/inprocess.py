@@ -28,7 +28,7 @@ async def measure(data_dir: Path, tasks: dict[int, int], warmup: int, max_s: flo
     await supervisor.start()
 
     async def run_one() -> None:
-        row = supervisor.submit(NOOP)
+        row = await supervisor.submit(NOOP)
         done = await supervisor.wait(row.id, WAIT_S)
         if done.state != "succeeded":
             raise RuntimeError(f"task {done.id} ended {done.state} ({done.reason})")

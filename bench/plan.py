@@ -24,6 +24,7 @@ class Plan:
     ocr_runs: int = 3  # OCR tasks in a row on one service; the first is cold, the rest warm
     ocr_plain_runs: int = 2  # fresh processes of the plain EasyOCR Reader
     ocr_images: tuple[str, ...] = ("small",)  # names from bench/ocr_bench.py's IMAGES
+    instances_tasks: int = 400  # no-op tasks per setup of the instances scenario
 
 
 FULL = Plan(
@@ -49,6 +50,7 @@ QUICK = Plan(
     hostile_seeds=(11,),
     ocr_runs=2,
     ocr_plain_runs=1,
+    instances_tasks=60,
 )
 
 

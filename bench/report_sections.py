@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bench import instances
 from bench.report_format import NOTATION, cell, counts, divide, fmt, table, times, verdict
 
 METHOD = """\
@@ -25,6 +26,11 @@ METHOD = """\
   memvisor, then against the seed-style baselines (bench/seedload.py), each in its own fresh 512 MB
   cgroup. The baselines import only the task modules (not the seed's 448 MB of libraries) and are
   restarted at once when they die, which flatters them.
+- Instances: 1, 2 and 3 instances (`ROLE=all`) on one fresh PostgreSQL database each, and one on SQLite,
+  one after the other; 8 clients submit no-op tasks round-robin across the instances with `?wait_s`.
+  Submit-to-start is the server's `queue_wait_s`; "started by another instance" submits one task at a
+  time to an extra `ROLE=api` instance, which claims nothing. All instances share the machine's 2 cores,
+  so more instances here measure contention, not scale-out.
 - This machine is shared and was busy (see the load averages): compare ratios within the run, not
   absolute times across runs.
 """
@@ -390,4 +396,5 @@ SCENARIOS: tuple[tuple[str, Callable[[dict[str, Any]], str], str], ...] = (
     ("4. Survival", survival, "survival"),
     ("5. OCR", ocr, "ocr"),
     ("6. RAG store: local against a shared Chroma server", rag, "rag"),
+    ("7. Instances on one PostgreSQL", instances.render, "instances"),
 )

@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
@@ -115,7 +115,7 @@ class Memvisor:
         self.router = self._mount(tasks.router, kinds.build_router(self.catalog))
         admin_routers = (admin.router, admin.metrics_router, dashboard.router) if api.admin_token else ()
         self.admin_router = self._mount(*admin_routers)
-        self.health_router = self._mount(health.router)
+        self.health_router = self._mount(health.live_router, health.router)
 
     def _mount(self, *routers: APIRouter) -> APIRouter:
         """The routers behind a dependency that binds each request to this object (see api.deps)."""
@@ -208,7 +208,7 @@ class Memvisor:
                     uploads = _uploads(files, stack)
                     row = await submit_with_files(supervisor, self.api_settings, submission, uploads)
             else:
-                row = supervisor.submit(submission)
+                row = await supervisor.submit(submission)
         except (MemvisorError, ValidationError) as exc:
             raise _refusal(exc) from exc
         return TaskHandle(self, _public(row))
@@ -226,8 +226,8 @@ class Memvisor:
         handle = await self.submit(kind, payload, files=files, timeout_s=timeout_s, ceiling_mb=ceiling_mb)
         return await handle.result()
 
-    def get(self, task_id: str) -> dict[str, Any]:
-        return _public(self._call(lambda: self.supervisor.get(task_id)))
+    async def get(self, task_id: str) -> dict[str, Any]:
+        return _public(await self._call(self.supervisor.get(task_id)))
 
     async def wait(self, task_id: str, timeout_s: float | None = None) -> dict[str, Any]:
         """The task once it is final, or as it is when ``timeout_s`` runs out (None: no limit)."""
@@ -241,15 +241,15 @@ class Memvisor:
             if row.state in FINAL or (deadline is not None and time.monotonic() >= deadline):
                 return _public(row)
 
-    def cancel(self, task_id: str) -> dict[str, Any]:
-        return _public(self._call(lambda: self.supervisor.cancel(task_id)))
+    async def cancel(self, task_id: str) -> dict[str, Any]:
+        return _public(await self._call(self.supervisor.cancel(task_id)))
 
-    def _call(self, work: Any) -> TaskRow:
+    @staticmethod
+    async def _call(work: Awaitable[TaskRow]) -> TaskRow:
         try:
-            row: TaskRow = work()
+            return await work
         except MemvisorError as exc:
             raise _refusal(exc) from exc
-        return row
 
 
 class TaskHandle:
@@ -276,7 +276,7 @@ class TaskHandle:
         return result_of(task)
 
     async def cancel(self) -> dict[str, Any]:
-        self.task = self._mv.cancel(self.id)
+        self.task = await self._mv.cancel(self.id)
         return self.task
 
 

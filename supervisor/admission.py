@@ -81,6 +81,12 @@ class Admission:
         self._peaks[kind] = peaks
         return peaks
 
+    def learn_shared(self, saved: dict[str, list[float]], pending: dict[str, list[float]]) -> None:
+        """Adopt the peaks every instance saved, plus this one's not yet saved."""
+        keep = self.settings.estimate_history
+        kinds = set(saved) | set(pending)
+        self._peaks = {k: [*saved.get(k, []), *pending.get(k, [])][-keep:] for k in kinds}
+
 
 def reserve_mb(estimate_mb: float, ceiling_mb: float, pool_backstop: bool) -> float:
     """What a task reserves from the budget while it runs.
@@ -103,19 +109,32 @@ class Plan:
     """What one scheduling round does with the head of the queue, in queue order."""
 
     start: list[int] = field(default_factory=list)  # positions in the queue
-    refuse: list[int] = field(default_factory=list)  # positions that can never fit the budget
+    refuse: list[int] = field(default_factory=list)  # positions that can never fit any budget
+    skip: list[int] = field(default_factory=list)  # too big for this budget; left to a larger peer
 
 
-def plan(needs_mb: Sequence[float | None], committed_mb: float, budget_mb: float, slots: int) -> Plan:
+def plan(
+    needs_mb: Sequence[float | None],
+    committed_mb: float,
+    budget_mb: float,
+    slots: int,
+    largest_budget_mb: float | None = None,
+) -> Plan:
     """First in, first out: start tasks from the head while they fit; stop at the first that does not.
 
     ``needs_mb[i]`` is the i-th queued task's need, or None if its kind is gone (refused). A task
-    needing more than the whole budget is refused rather than left blocking everyone behind it.
+    needing more than the largest budget of any live instance (``largest_budget_mb``, by default
+    this one's) is refused rather than left blocking everyone behind it; one needing more than this
+    instance's whole budget but no more than a peer's is skipped: it waits for that peer.
     """
+    largest_mb = budget_mb if largest_budget_mb is None else max(budget_mb, largest_budget_mb)
     result = Plan()
     for position, need_mb in enumerate(needs_mb):
-        if need_mb is None or need_mb > budget_mb:
+        if need_mb is None or need_mb > largest_mb:
             result.refuse.append(position)
+            continue
+        if need_mb > budget_mb:
+            result.skip.append(position)
             continue
         if slots <= 0 or committed_mb + need_mb > budget_mb:
             break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -48,6 +49,17 @@ class SupervisorSettings(Settings):
     spare_workers: int = Field(default=1, ge=0, le=8, description="workers forked ahead of need")
     worker_threads: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), ge=1)
     web_concurrency: int = Field(default=1, description="must be 1: one supervisor per budget")
+    role: Literal["all", "api", "worker"] = Field(
+        default="all", description="api: HTTP only, runs nothing; worker: runs tasks, serves /healthz only"
+    )
+    database_pool_size: int = Field(default=4, ge=1, le=64, description="connections, plus one to LISTEN")
+    database_pooler: Literal["auto", "session", "transaction"] = Field(
+        default="auto", description="transaction: no LISTEN (PgBouncer transaction mode, Supabase 6543)"
+    )
+    heartbeat_interval_s: float = Field(default=5.0, gt=0, le=300)
+    instance_dead_after_s: float = Field(default=30.0, gt=0, le=3600)
+    queue_poll_interval_s: float = Field(default=0.5, gt=0, le=60, description="besides NOTIFY")
+    task_retention_s: float = Field(default=7 * 86400.0, gt=0, description="finished tasks are deleted after")
 
     @model_validator(mode="after")
     def _check(self) -> SupervisorSettings:
@@ -58,6 +70,8 @@ class SupervisorSettings(Settings):
             )
         if self.fast_poll_interval_ms > self.poll_interval_ms:
             raise ValueError("FAST_POLL_INTERVAL_MS must not exceed POLL_INTERVAL_MS")
+        if self.instance_dead_after_s < 2 * self.heartbeat_interval_s:
+            raise ValueError("INSTANCE_DEAD_AFTER_S must be at least twice HEARTBEAT_INTERVAL_S")
         if self.min_poll_interval_ms > self.fast_poll_interval_ms:
             raise ValueError("MIN_POLL_INTERVAL_MS must not exceed FAST_POLL_INTERVAL_MS")
         return self

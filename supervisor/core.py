@@ -1,5 +1,10 @@
-"""The supervisor: accepts tasks, admits them by memory budget, runs each in a fresh worker, and
-records how each one ended. Runs in the API process's event loop; the watchdog is its one thread."""
+"""The supervisor: the one interface the API uses. It accepts tasks into the database's queue, and,
+unless its role is ``api``, claims what fits its memory budget, runs each task in a fresh worker and
+records how each one ended. Runs in the API process's event loop; database calls run in threads.
+
+Its parts: queue.py (claim), sessions.py (workers), outcomes.py (endings), instances.py (heartbeat),
+rescue.py (dead instances, retention), wakeups.py (LISTEN), limits.py (runtime limits, memory).
+"""
 
 from __future__ import annotations
 
@@ -7,27 +12,23 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import signal
-import time
 import uuid
-from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from supervisor import admission as admission_mod
+from supervisor import upkeep, wakeups, watching
 from supervisor.accounting import Accounting
-from supervisor.broker import Broker
 from supervisor.config import SupervisorSettings
 from supervisor.container import ContainerProbe
-from supervisor.enforcement import Enforcement, detect, task_limits
+from supervisor.database import Database
+from supervisor.enforcement import Enforcement, detect
 from supervisor.errors import (
     AdmissionRefusedError,
     DrainingError,
     IdempotencyConflictError,
-    InvalidRequestError,
     NotCancellableError,
     QueueFullError,
     StoreUnavailableError,
@@ -35,36 +36,29 @@ from supervisor.errors import (
 )
 from supervisor.events import EventHub
 from supervisor.host import WorkerHost
+from supervisor.instances import Instances
+from supervisor.limits import Limits
+from supervisor.outcomes import Outcomes
 from supervisor.privileges import Privileges
 from supervisor.privileges_config import PrivilegeSettings
-from supervisor.spares import Spare, Spares
-from supervisor.states import FINAL, Reason, State
-from supervisor.store import Store, TaskRow, as_utc, utcnow
-from supervisor.verdict import Ending, Verdict, exit_fields, judge, should_retry
+from supervisor.queue import Claimer, Room
+from supervisor.schema import utcnow
+from supervisor.sessions import Sessions
+from supervisor.spares import Spares
+from supervisor.states import Reason, State
+from supervisor.stats import task_stats
+from supervisor.store import Store, TaskRow
+from supervisor.verdict import Verdict
+from supervisor.wakeups import Listener
 from supervisor.watchdog import Watchdog
 from supervisor.worker import RunningWorker
-from supervisor.zygote import Exit
-from workers import protocol
 from workers.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
-RUNTIME_LIMITS = frozenset(
-    {
-        "poll_interval_ms",
-        "fast_poll_interval_ms",
-        "min_poll_interval_ms",
-        "fast_poll_ratio",
-        "safety_margin_mb",
-        "container_high_water_pct",
-        "max_concurrency",
-        "max_queue",
-        "term_grace_s",
-    }
-)
 PSS_GUARD_INTERVAL_S = 0.5
-TICK_S = 0.5  # the budget, and the pool's hard limit, are re-read this often
 EXIT_DRAIN_S = 5.0
+RECHECK_LISTENING_S = 5.0  # a waiter re-reads its task this often even when NOTIFY reaches us
 
 
 @dataclass(frozen=True)
@@ -87,602 +81,367 @@ class Supervisor:
     ):
         self.settings = settings
         self.catalog = catalog
-        self.store = store or Store(settings.database())
+        self.runs_tasks = settings.role != "api"
+        self.store = store or Store(Database(settings.database(), settings.database_pool_size))
+        self.db = self.store.db
+        self.instances = Instances(self.db, settings.role, settings.instance_dead_after_s)
         self.probe = ContainerProbe(settings.memory_limit_mb)
         self.privileges = privileges or Privileges(PrivilegeSettings(), catalog, settings.data_dir)
         self.host = WorkerHost(catalog.modules, settings.worker_cgroups, self.privileges)
-        self.zygote = self.host.zygote
-        self.broker = Broker(self._on_message, settings.runtime_dir)
+        self.events = EventHub()
+        self.sessions: Sessions
         self.spares = Spares(
-            self.host,
-            self.broker.endpoint,
-            settings.worker_threads,
-            settings.spare_workers,
-            settings.worker_start_timeout_s,
+            self.host, "", settings.worker_threads, settings.spare_workers, settings.worker_start_timeout_s
         )
         self.accounting = Accounting(settings, self.probe, self.host, self.workers, self.spares)
         self.admission = admission_mod.Admission(
             settings,
             self.probe,
             self.accounting.base_mb,
-            self.store.peaks(),
+            {},
             pool_backstop=lambda: self.host.cgroups is not None,
         )
         self.enforcement: Enforcement | None = None
-        # Inside a limiting cgroup the guard reads two small files; elsewhere it sums PSS, which costs
-        # milliseconds per process: a few times a second is enough there.
-        guard_s = 0.0 if self.probe.from_cgroup else PSS_GUARD_INTERVAL_S
-        self.watchdog = Watchdog(settings, self.accounting.usage_mb, self.accounting.high_water_mb, guard_s)
-        self.events = EventHub()
+        self.outcomes = Outcomes(
+            self.store,
+            self.instances.id,
+            self.admission,
+            spool_dir=settings.spool_dir(),
+            publish=self.publish,
+            history=settings.estimate_history,
+        )
+        self.sessions = Sessions(
+            settings,
+            catalog,
+            self.store,
+            host=self.host,
+            spares=self.spares,
+            outcomes=self.outcomes,
+            privileges=self.privileges,
+            publish=self.publish,
+            on_free=self.claim_soon,
+        )
+        self.spares.endpoint = self.sessions.broker.endpoint
+        self.claimer = Claimer(self.db, self.instances.id, self, settings.queue_poll_interval_s)
+        self.claimer.ready = self.host.ensure
+        self.limits = Limits(settings, catalog, self.admission, self.claim_soon)
+        self.listener = Listener(self.db.url, self._on_notify) if self.db.postgres else None
+        self.listening = False
         self.draining = False
         self._stopping = False
-        self._queue: deque[TaskRow] = deque()
-        self._running: dict[bytes, RunningWorker] = {}
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
-        self._finishing: set[asyncio.Task[Any]] = set()
-        self._unsaved: list[Callable[[], None]] = []  # outcomes to write once the database is back
-        self._unsaved_peaks: dict[str, list[float]] = {}
+        self._sending: set[asyncio.Task[None]] = set()
+        self.watchdog: Watchdog | None = None
 
     # ----- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.settings.spool_dir().mkdir(parents=True, exist_ok=True)
-        self.broker.start()
-        self.privileges.prepare(self.broker.runtime_dir, self.settings.spool_dir(), self.settings.database())
+        await self.outcomes.sync_peaks()
+        if self.runs_tasks:
+            await self._start_workers()
+        await self.db.run(self.instances.register, self._report())
+        await self._rescue()  # a boot touches only the tasks of dead instances
+        self.listening = await self._listen()
+        self._loops = [asyncio.create_task(upkeep.instance_loop(self), name="memvisor-instance")]
+        if self.runs_tasks:
+            self._loops += [
+                asyncio.create_task(self.claimer.loop(), name="memvisor-claim"),
+                asyncio.create_task(upkeep.housekeeping_loop(self), name="memvisor-housekeeping"),
+            ]
+            self.claimer.wake.set()
+        log.info(
+            "instance %s (role %s) ready: limit %.0f MB (%s), budget %.0f MB, worker cgroups %s, wake-ups %s",
+            self.instances.id,
+            self.settings.role,
+            self.probe.limit.value_mb,
+            self.probe.limit.source,
+            self.admission.budget().budget_mb if self.runs_tasks else 0.0,
+            "on" if self.host.cgroups else "off",
+            "NOTIFY + poll" if self.listening else f"poll every {self.settings.queue_poll_interval_s:g} s",
+        )
+
+    async def _start_workers(self) -> None:
+        self.sessions.broker.start()
+        spool, database = self.settings.spool_dir(), self.settings.database()
+        self.privileges.prepare(self.sessions.broker.runtime_dir, spool, database)
         log.info("%s", self.privileges.boot_line())
         await self.host.start()
         self.spares.refill()
-        self._recover()
         self.host.set_pool_limit(self.accounting.pool_limit_mb())
+        # Inside a limiting cgroup the guard reads two small files; elsewhere it sums PSS, which costs
+        # milliseconds per process: a few times a second is enough there.
+        guard_s = 0.0 if self.probe.from_cgroup else PSS_GUARD_INTERVAL_S
+        self.watchdog = Watchdog(
+            self.settings, self.accounting.usage_mb, self.accounting.high_water_mb, guard_s
+        )
+        self.sessions.watchdog = self.watchdog
         self.watchdog.start()
         self.enforcement = detect(self.probe.cgroup, self.host.cgroups is not None, self.settings)
         log.info("%s", self.enforcement.line())
-        self._loops = [
-            asyncio.create_task(self._schedule_loop(), name="memvisor-scheduler"),
-            asyncio.create_task(self._housekeeping_loop(), name="memvisor-housekeeping"),
-        ]
-        log.info(
-            "supervisor ready: limit %.0f MB (%s), budget %.0f MB, worker cgroups %s",
-            self.probe.limit.value_mb,
-            self.probe.limit.source,
-            self.admission.budget().budget_mb,
-            "on" if self.host.cgroups else "off",
+
+    async def _listen(self) -> bool:
+        if self.listener is None:
+            return False
+        if self.settings.database_pooler == "transaction" or (
+            self.settings.database_pooler == "auto" and self.db.transaction_pooler_port
+        ):
+            log.warning(
+                "transaction pooler: no LISTEN; polling every %g s", self.settings.queue_poll_interval_s
+            )
+            return False
+        if await self.db.run(self.listener.start, asyncio.get_running_loop()):
+            return True
+        log.warning(
+            "LISTEN is not delivered on this connection (a transaction pooler, such as PgBouncer in "
+            "transaction mode or Supabase's port 6543?): polling every %g s",
+            self.settings.queue_poll_interval_s,
         )
+        return False
 
     async def stop(self) -> None:
-        """Stop admitting; let running tasks finish until the drain deadline; interrupt the rest."""
+        """Stop claiming; let running tasks finish until the drain deadline; interrupt the rest.
+        Queued tasks stay in the database for the other instances; this instance's row goes."""
         self.draining = self._stopping = True
-        await self.spares.close()
-        if self._running:
-            log.info(
-                "draining %d running task(s), up to %.0f s", len(self._running), self.settings.drain_timeout_s
-            )
-            await self._wait_idle(self.settings.drain_timeout_s)
-        for worker in [w for w in self._running.values() if not w.exited]:
-            worker.kill(Reason.INTERRUPTED)
-        await self._wait_idle(EXIT_DRAIN_S)
-        if self._finishing:
-            await asyncio.gather(*self._finishing, return_exceptions=True)
+        self.claimer.stopped = True
+        self.claimer.wake.set()
+        if self.runs_tasks:
+            await self.spares.close()
+            if self.sessions.running:
+                log.info(
+                    "draining %d running task(s), up to %.0f s",
+                    len(self.sessions.running),
+                    self.settings.drain_timeout_s,
+                )
+                await self.sessions.wait_idle(self.settings.drain_timeout_s)
+            self.sessions.interrupt_all()
+            await self.sessions.wait_idle(EXIT_DRAIN_S)
+            await self.sessions.settle()
         for loop_task in self._loops:
             loop_task.cancel()
-        self.watchdog.stop()
-        self._save_peaks()
-        await self.broker.close()
-        await self.host.stop()
-        self.store.close()
-
-    def _recover(self) -> None:
-        """Tasks left running by a previous process were interrupted: requeue or fail them."""
-        for row in self.store.in_state(State.RUNNING):
-            verdict = Verdict(State.FAILED, Reason.INTERRUPTED, error_message="the service restarted")
-            if should_retry(verdict, row.retriable, row.attempts, row.max_attempts):
-                self.store.transition(row.id, State.QUEUED, src=State.RUNNING, reason=Reason.INTERRUPTED)
-            else:
-                self._persist_final(row.id, verdict, {})
-            log.warning("task %s was interrupted by a restart", row.id)
-        self._queue.extend(self.store.in_state(State.QUEUED))
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self.outcomes.flush()
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        await self.outcomes.sync_peaks()
+        await self.sessions.broker.close()  # never started with role api: removes its empty dir
+        if self.runs_tasks:
+            await self.host.stop()
+        with contextlib.suppress(StoreUnavailableError):
+            await self.db.run(self.instances.remove)
+        if self.listener is not None:
+            await asyncio.to_thread(self.listener.stop)
+        await asyncio.to_thread(self.store.close)
 
     # ----- requests --------------------------------------------------------------------------
 
-    def submit(self, sub: Submission) -> TaskRow:
-        """Validate, check that the task can ever fit, and queue it. Raises on any refusal."""
+    async def submit(self, sub: Submission, files_dir: Path | None = None) -> TaskRow:
+        """Validate, check that the task can fit some live instance, and queue it in the database.
+        Raises on any refusal. ``files_dir``: its files go with the task (into the database on
+        PostgreSQL, after which the local copy goes)."""
         if self.draining:
             raise DrainingError("the service is draining and admits no new task")
         spec = self.catalog.resolve(sub.kind)
         payload = spec.input_model.model_validate(sub.payload).model_dump(mode="json")
-        if sub.idempotency_key and (earlier := self._earlier(sub.idempotency_key, spec.name, payload)):
+        key = sub.idempotency_key
+        if key and (earlier := await self._earlier(key, spec.name, payload)):
             return earlier
-        timeout_s = self._timeout(sub.timeout_s, spec.timeout_s)
-        budget_mb = self.admission.budget().budget_mb
-        ceiling_mb = self._ceiling(sub.ceiling_mb, self.admission.ceiling_mb(spec), budget_mb)
+        timeout_s = self.limits.timeout(sub.timeout_s, spec.timeout_s)
+        own_mb = self.admission.budget().budget_mb if self.runs_tasks else None
+        largest_mb = self.instances.largest_budget_mb(own_mb)
+        ceiling_mb = self.limits.ceiling(sub.ceiling_mb, self.admission.ceiling_mb(spec), largest_mb)
         need_mb = self.admission.need_mb(spec, ceiling_mb)
-        if need_mb > budget_mb:
-            raise AdmissionRefusedError(spec.name, need_mb, budget_mb)
-        if len(self._queue) >= self.settings.max_queue:
-            raise QueueFullError(len(self._queue), retry_after_s=self._retry_after_s())
-        row = self._insert(
-            TaskRow(
-                id=sub.task_id or uuid.uuid4().hex,
-                kind=spec.name,
-                payload=payload,
-                timeout_s=timeout_s,
-                ceiling_mb=ceiling_mb,
-                estimate_mb=need_mb,
-                retriable=spec.retriable,
-                max_attempts=self.settings.max_attempts if spec.retriable else 1,
-                idempotency_key=sub.idempotency_key,
-            )
+        if largest_mb is not None and need_mb > largest_mb:
+            raise AdmissionRefusedError(spec.name, need_mb, largest_mb)
+        row = TaskRow(
+            id=sub.task_id or uuid.uuid4().hex,
+            kind=spec.name,
+            payload=payload,
+            timeout_s=timeout_s,
+            ceiling_mb=ceiling_mb,
+            estimate_mb=need_mb,
+            retriable=spec.retriable,
+            max_attempts=self.settings.max_attempts if spec.retriable else 1,
+            idempotency_key=key,
         )
-        self._queue.append(row)
-        self._publish(row.id, State.QUEUED)
-        self._wake.set()
+        try:
+            inserted = await self.db.run(self.store.insert, row, files_dir, self.settings.max_queue)
+        except StoreUnavailableError:
+            # Another submit with this key (here or on another instance) inserted first: the unique
+            # index refused ours; answer with its task. Anything else was a real failure.
+            if key and (earlier := await self._earlier(key, row.kind, row.payload)):
+                return earlier
+            raise
+        if inserted is None:
+            running = max(1, len(self.sessions.running))
+            raise QueueFullError(self.settings.max_queue, max(1, min(60, self.settings.max_queue // running)))
+        if files_dir is not None and self.db.postgres:
+            shutil.rmtree(files_dir, ignore_errors=True)  # the database holds them now
+        self.publish(row.id, State.QUEUED)
+        self.claim_soon()
         return row
 
-    def _earlier(self, key: str, kind: str, payload: dict[str, Any]) -> TaskRow | None:
+    async def _earlier(self, key: str, kind: str, payload: dict[str, Any]) -> TaskRow | None:
         """The task an earlier submit with this Idempotency-Key created, if it asked for the same work."""
-        row = self.store.by_idempotency_key(key)
+        row = await self.db.run(self.store.by_idempotency_key, key)
         if row is None:
             return None
         if row.kind != kind or row.payload != payload:
             raise IdempotencyConflictError(key, row.id)
-        return self.get(row.id)
+        return row
 
-    def _insert(self, row: TaskRow) -> TaskRow:
-        try:
-            return self.store.insert(row)
-        except StoreUnavailableError:
-            # Another instance on the same database inserted this key first (the unique index refused
-            # ours): answer with its task. Anything else was a real failure.
-            key = row.idempotency_key
-            if key and (earlier := self._earlier(key, row.kind, row.payload)):
-                return earlier
-            raise
-
-    def get(self, task_id: str) -> TaskRow:
-        row = self.store.get(task_id)
+    async def get(self, task_id: str) -> TaskRow:
+        row = await self.db.run(self.store.get, task_id)
         if row is None:
             raise TaskNotFoundError(task_id)
         if row.state == State.RUNNING and row.worker_pid is None:
-            worker = self._worker_of(task_id)  # the pid is written with the outcome, not at fork
+            worker = self.sessions.worker_of(task_id)  # the pid is written with the outcome, not at fork
             row.worker_pid = worker.pid if worker and worker.pid else None
         return row
 
     async def wait(self, task_id: str, wait_s: float) -> TaskRow:
         """The task once it is final, or as it is when ``wait_s`` runs out."""
-        queue = self.events.subscribe(task_id)  # before reading, so that no change can slip between
-        try:
-            row = self.get(task_id)
-            deadline = time.monotonic() + wait_s
-            while row.state not in FINAL and (left := deadline - time.monotonic()) > 0:
-                try:
-                    event = await asyncio.wait_for(queue.get(), left)
-                except TimeoutError:
-                    break
-                if event.get("state") in FINAL:
-                    row = self.get(task_id)  # read once, when there is something final to read
-            return self.get(task_id) if row.state not in FINAL else row
-        finally:
-            self.events.unsubscribe(task_id, queue)
+        return await watching.wait(self, task_id, wait_s)
 
-    def cancel(self, task_id: str) -> TaskRow:
-        row = self.get(task_id)
-        worker = self._worker_of(task_id)
+    def watch(self, task_id: str) -> AsyncIterator[tuple[str, Any]]:
+        """``("state", row)`` now and on every change until final, ``("progress", data)``."""
+        return watching.watch(self, task_id)
+
+    def recheck_s(self) -> float:
+        """How often a waiter re-reads a task that another instance may have moved."""
+        return RECHECK_LISTENING_S if self.listening else self.settings.queue_poll_interval_s
+
+    async def cancel(self, task_id: str) -> TaskRow:
+        row = await self.get(task_id)
+        worker = self.sessions.worker_of(task_id)
         if worker is not None:
             worker.terminate(Reason.CANCELLED)
             return row
-        if row.state == State.QUEUED and self._cancel_queued(row):
-            return self.get(task_id)
-        raise NotCancellableError(task_id, self.get(task_id).state)
+        if row.state == State.QUEUED:
+            fields = {"reason": Reason.CANCELLED, "finished_at": utcnow()}
+            if await self.db.run(self.store.transition, task_id, State.CANCELLED, State.QUEUED, **fields):
+                self.publish(task_id, State.CANCELLED, reason=Reason.CANCELLED)
+                shutil.rmtree(self.settings.spool_dir() / task_id, ignore_errors=True)
+                return await self.get(task_id)
+        # Running on another instance (or claimed meanwhile): its owner hears and cancels it.
+        if await self.db.run(self.store.request_cancel, task_id):
+            return await self.get(task_id)
+        raise NotCancellableError(task_id, (await self.get(task_id)).state)
+
+    async def list_tasks(self, **filters: Any) -> list[TaskRow]:
+        return list(await self.db.run(lambda: self.store.search(**filters)))
+
+    async def recent_kills(self, limit: int) -> list[TaskRow]:
+        return list(await self.db.run(self.store.recent_finished, (State.KILLED, State.TIMED_OUT), limit))
+
+    async def stats(self) -> dict[str, Any]:
+        figures = await self.db.run(task_stats, self.store)
+        queued = await self.db.run(self.store.count, State.QUEUED)
+        return {**figures, "queue_depth": queued, "running": len(self.workers()), "draining": self.draining}
+
+    async def readiness(self) -> dict[str, str]:
+        checks = {"database": "ok"}
+        if self.runs_tasks:
+            checks["zygote"] = "ok" if self.host.zygote.alive() else "down"
+        try:
+            await self.db.run(self.store.ping)
+        except StoreUnavailableError as exc:
+            checks["database"] = str(exc)
+        if self.draining:
+            checks["admission"] = "draining"
+        return checks
+
+    def instances_view(self) -> list[dict[str, Any]]:
+        return self.instances.view()
 
     def kill_worker(self, pid: int) -> RunningWorker:
-        for worker in self._running.values():
-            if worker.pid == pid and not worker.exited:
-                worker.kill(Reason.ADMIN_KILL)
-                return worker
-        raise TaskNotFoundError(f"worker pid {pid}")
+        worker = self.sessions.kill(pid)
+        if worker is None:
+            raise TaskNotFoundError(f"worker pid {pid}")
+        return worker
 
     def workers(self) -> list[RunningWorker]:
-        return list(self._running.values())
-
-    def queue_depth(self) -> int:
-        return len(self._queue)
+        return self.sessions.workers()
 
     def drain(self) -> None:
-        """Stop admitting and starting tasks; running ones finish, queued ones wait."""
+        """Stop admitting and claiming tasks; running ones finish, queued ones wait."""
         self.draining = True
 
     def resume(self) -> None:
         if self._stopping:
             raise DrainingError("the service is shutting down")
         self.draining = False
-        self._wake.set()
-
-    def limits(self) -> dict[str, Any]:
-        values = self.settings.model_dump(include=set(RUNTIME_LIMITS))
-        return {**values, "kind_ceilings_mb": dict(self.admission.ceiling_overrides)}
-
-    def update_limits(self, changes: dict[str, Any]) -> dict[str, Any]:
-        """Validate every change against the settings' own rules, then apply all of them or none."""
-        ceilings = changes.pop("kind_ceilings_mb", None) or {}
-        unknown = sorted(set(changes) - RUNTIME_LIMITS) + sorted(set(ceilings) - set(self.catalog.kinds))
-        if unknown:
-            raise InvalidRequestError(f"not a runtime limit or kind: {', '.join(unknown)}")
-        if any(not isinstance(mb, int | float) or mb <= 0 for mb in ceilings.values()):
-            raise InvalidRequestError("kind ceilings must be positive numbers of MB")
-        try:
-            merged = SupervisorSettings.model_validate({**self.settings.model_dump(), **changes})
-        except ValidationError as exc:
-            reasons = "; ".join(str(error["msg"]) for error in exc.errors())
-            raise InvalidRequestError(f"limits refused: {reasons}") from None
-        for name in changes:
-            object.__setattr__(self.settings, name, getattr(merged, name))
-        self.admission.ceiling_overrides.update({k: float(v) for k, v in ceilings.items()})
-        self._wake.set()
-        return self.limits()
-
-    def _cancel_queued(self, row: TaskRow) -> bool:
-        verdict = Verdict(State.CANCELLED, Reason.CANCELLED)
-        if not self._persist_final(row.id, verdict, {}, src=State.QUEUED):
-            return False
-        self._queue = deque(r for r in self._queue if r.id != row.id)
-        return True
-
-    def _timeout(self, requested_s: float | None, default_s: float) -> float:
-        timeout_s = default_s if requested_s is None else requested_s
-        if not 0 < timeout_s <= self.settings.max_timeout_s:
-            raise InvalidRequestError(f"timeout_s must be in (0, {self.settings.max_timeout_s:g}]")
-        return float(timeout_s)
-
-    def _ceiling(self, requested_mb: float | None, kind_mb: float, budget_mb: float) -> float:
-        if requested_mb is None:
-            return min(kind_mb, budget_mb) if budget_mb > 0 else kind_mb
-        if requested_mb <= 0:
-            raise InvalidRequestError("ceiling_mb must be positive")
-        if requested_mb > budget_mb:
-            raise InvalidRequestError(
-                f"ceiling_mb {requested_mb:.0f} MB exceeds the memory budget of {budget_mb:.0f} MB"
-            )
-        return float(requested_mb)
-
-    def _retry_after_s(self) -> int:
-        return max(1, min(60, len(self._queue) // max(1, len(self._running) or 1)))
-
-    # ----- scheduling ------------------------------------------------------------------------
-
-    async def _schedule_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self._dispatch_ready()
-            except Exception:  # e.g. the database went away: try again on the next wake-up
-                log.exception("dispatch failed")
-
-    async def _housekeeping_loop(self) -> None:
-        """The budget moves with the API's own usage: follow it even while the scheduler is busy."""
-        while True:
-            await asyncio.sleep(TICK_S)
-            self._save_unsaved()
-            self._save_peaks()
-            if not self.draining:
-                await self.host.ensure()
-                self.spares.refill()
-            self.host.set_pool_limit(self.accounting.pool_limit_mb())
-            self._wake.set()
-
-    async def _dispatch_ready(self) -> None:
-        if self.draining or not self._queue or not await self.host.ensure():
-            return
-        budget_mb = self.admission.budget().budget_mb
-        rows = list(self._queue)
-        needs = [self._need_mb(row, budget_mb) for row in rows]
-        slots = self.settings.max_concurrency - len(self._running)
-        decision = admission_mod.plan(needs, self.accounting.committed_mb(), budget_mb, slots)
-        chosen = set(decision.start) | set(decision.refuse)
-        self._queue = deque(row for position, row in enumerate(rows) if position not in chosen)
-        order = sorted(chosen)
-        for index, position in enumerate(order):
-            row, need_mb = rows[position], needs[position]
-            try:
-                if position in decision.refuse:
-                    self._refuse(row, need_mb or 0.0, budget_mb)
-                else:
-                    await self._launch(row, need_mb or 0.0, min(row.ceiling_mb, budget_mb))
-            except StoreUnavailableError as exc:
-                # Still queued in the store: back to the head, in order, for the next tick.
-                self._queue.extendleft(rows[p] for p in reversed(order[index:]))
-                log.warning("task %s and %d after it stay queued: %s", row.id, len(order) - index - 1, exc)
-                return
-
-    def _need_mb(self, row: TaskRow, budget_mb: float) -> float | None:
-        """With the ceiling the task will run under: never above the budget (``_launch`` clips it)."""
-        spec = self.catalog.kinds.get(row.kind)
-        ceiling_mb = min(row.ceiling_mb, budget_mb) if budget_mb > 0 else row.ceiling_mb
-        return self.admission.need_mb(spec, ceiling_mb) if spec else None
-
-    def _refuse(self, row: TaskRow, need_mb: float, budget_mb: float) -> None:
-        """A queued task that no longer fits even an empty container (or whose kind is gone)."""
-        if row.kind not in self.catalog.kinds:
-            verdict = Verdict(
-                State.FAILED,
-                Reason.ERROR,
-                error_type="UnknownKind",
-                error_message=f"kind {row.kind!r} is no longer registered",
-            )
-        else:
-            verdict = Verdict(
-                State.FAILED,
-                Reason.TOO_BIG_FOR_BUDGET,
-                error_type="AdmissionRefused",
-                error_message=str(AdmissionRefusedError(row.kind, need_mb, budget_mb)),
-            )
-        self._persist_final(row.id, verdict, {}, src=State.QUEUED)
-
-    async def _launch(self, row: TaskRow, need_mb: float, ceiling_mb: float) -> None:
-        attempt = row.attempts + 1
-        started_at = utcnow()
-        if not self.store.transition(
-            row.id,
-            State.RUNNING,
-            src=State.QUEUED,
-            started_at=started_at,
-            attempts=attempt,
-            queue_wait_s=(started_at - (as_utc(row.created_at) or started_at)).total_seconds(),
-            ceiling_mb=ceiling_mb,
-            estimate_mb=need_mb,
-            reason=None,
-        ):
-            return  # cancelled meanwhile
-        spare = self.spares.take(ceiling_mb) if self.privileges.spare_fits(row.kind) else None
-        worker = RunningWorker(
-            task_id=row.id,
-            kind=row.kind,
-            attempt=attempt,
-            routing_id=spare.routing_id if spare else protocol.routing_id(row.id, attempt),
-            ceiling_mb=ceiling_mb,
-            reserved_mb=need_mb,
-            timeout_s=row.timeout_s,
-            retriable=row.retriable,
-            max_attempts=row.max_attempts,
-            payload=row.payload,
-        )
-        # Tracked before it exists, so that a cancel arriving during the fork finds it.
-        self._running[worker.routing_id] = worker
-        self._idle.clear()
-        try:
-            await self._fork(worker, spare)
-        except Exception as exc:
-            log.exception("task %s: could not start a worker", row.id)
-            self._forget(worker)
-            verdict = Verdict(
-                State.FAILED, Reason.CRASHED, error_type="WorkerStartFailed", error_message=str(exc)
-            )
-            self._end(row.id, verdict, should_retry(verdict, row.retriable, attempt, row.max_attempts), {})
-            return
-        log.info(
-            "task %s pid %d: started %s (attempt %d, reserve %.0f MB, ceiling %.0f MB)",
-            row.id,
-            worker.pid,
-            row.kind,
-            attempt,
-            need_mb,
-            ceiling_mb,
-        )
-
-    async def _fork(self, worker: RunningWorker, spare: Spare | None) -> None:
-        if spare is not None and spare.process is not None:  # forked, connected and waiting already
-            process, worker.cgroup, worker.ready_pid = spare.process, spare.cgroup, spare.ready_pid
-        else:
-            process = await self.host.spawn(worker, self.broker.endpoint, self.settings.worker_threads)
-        worker.started(process.pid)  # signals a kill recorded during the fork
-        self._send_task(worker)  # its ready may have arrived before the zygote's reply
-        self.watchdog.add(worker)
-        self._publish(worker.task_id, State.RUNNING, pid=worker.pid, attempt=worker.attempt)
-        watcher = asyncio.create_task(self._finish(worker, process.exited))
-        self._finishing.add(watcher)
-        watcher.add_done_callback(self._finishing.discard)
-
-    # ----- messages from workers -------------------------------------------------------------
-
-    def _on_message(self, routing_id: bytes, msg: dict[str, Any]) -> None:
-        worker = self._running.get(routing_id)
-        if worker is None and self.spares.owns(routing_id):
-            if msg["type"] == protocol.READY:
-                self.spares.on_ready(routing_id, msg.get("pid"))
-            return
-        if worker is None:
-            log.warning("message from unknown worker %r dropped", routing_id[:64])
-            return
-        kind = msg["type"]
-        if kind == protocol.READY:
-            self._on_ready(worker, msg)
-        elif kind == protocol.PROGRESS:
-            self.events.publish(worker.task_id, {"event": "progress", "data": msg.get("data")})
-        elif worker.ready and worker.outcome is None:
-            worker.outcome = (
-                {"error": msg.get("error")} if kind == protocol.ERROR else {"result": msg.get("result")}
-            )
-            self._send(worker, protocol.encode(protocol.ACK))
-
-    def _on_ready(self, worker: RunningWorker, msg: dict[str, Any]) -> None:
-        pid = msg.get("pid")
-        if worker.ready or not isinstance(pid, int) or (worker.pid and pid != worker.pid):
-            log.warning("task %s: ready from pid %s, expected %d; ignored", worker.task_id, pid, worker.pid)
-            return
-        worker.ready_pid = pid
-        self._send_task(worker)
-
-    def _send_task(self, worker: RunningWorker) -> None:
-        """Once the worker said ready and the zygote confirmed its pid (in either order)."""
-        if worker.ready or not worker.pid or worker.ready_pid != worker.pid:
-            return
-        worker.ready = True
-        spool = self.settings.spool_dir() / worker.task_id
-        frame = protocol.encode(
-            protocol.TASK,
-            task_id=worker.task_id,
-            kind=worker.kind,
-            module=self.catalog.kinds[worker.kind].module,
-            payload=worker.payload,
-            data_dir=str(self.settings.data_dir.resolve()),
-            spool_dir=str(spool.resolve()),
-            limits=task_limits(self.settings, worker.ceiling_mb),
-            **self.privileges.task_fields(worker.kind, spool),
-        )
-        self._send(worker, frame)
-
-    def _send(self, worker: RunningWorker, frame: bytes) -> None:
-        task = asyncio.create_task(self.broker.send(worker.routing_id, frame))
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
-
-    # ----- endings ---------------------------------------------------------------------------
-
-    async def _finish(self, worker: RunningWorker, exited: asyncio.Future[Exit]) -> None:
-        end = await exited
-        worker.exited = True  # no signal may reach its pid from here on: the kernel may reuse it
-        exitcode = end.exitcode
-        worker.peak_rss_mb = max(worker.peak_rss_mb, end.maxrss_mb)
-        self.watchdog.remove(worker)
-        task_oom = self.host.task_oom(worker)
-        if task_oom:
-            worker.peak_rss_mb = max(worker.peak_rss_mb, worker.ceiling_mb)
-        ending = Ending(
-            exitcode=exitcode,
-            outcome=worker.outcome,
-            kill_reason=worker.kill_reason,
-            task_oom=task_oom,
-            pool_oom=exitcode == -signal.SIGKILL and self.host.new_pool_oom(),
-            zygote_lost=end.zygote_lost,
-            data_limited=self.settings.worker_data_limit,
-        )
-        verdict = judge(ending)
-        fields = {
-            **exit_fields(exitcode),
-            "peak_rss_mb": round(worker.peak_rss_mb, 1),
-            "run_s": round(worker.age_s, 3),
-            "worker_pid": worker.pid,
-        }
-        retry = should_retry(verdict, worker.retriable, worker.attempt, worker.max_attempts)
-        self._learn(worker)
-        try:
-            self._end(worker.task_id, verdict, retry, fields)
-        except StoreUnavailableError as exc:
-            # The answer is kept, not lost: it is written as soon as the database is back.
-            log.warning("task %s: outcome not yet saved (%s); retrying", worker.task_id, exc)
-            self._unsaved.append(lambda: self._end(worker.task_id, verdict, retry, fields))
-        finally:
-            # The answer is out; removing the cgroup (slow while a spare is attached elsewhere) is off
-            # its path. The reservation is held until then: escaped grandchildren die there.
-            await self.host.release(worker)
-            self._forget(worker)
-        log.info(
-            "task %s pid %d: %s%s, peak %.0f MB, exit %s",
-            worker.task_id,
-            worker.pid,
-            verdict.state,
-            f" ({verdict.reason})" if verdict.reason else "",
-            worker.peak_rss_mb,
-            exitcode,
-        )
-
-    def _save_unsaved(self) -> None:
-        while self._unsaved:
-            try:
-                self._unsaved[0]()
-            except StoreUnavailableError:
-                return
-            self._unsaved.pop(0)
-
-    def _forget(self, worker: RunningWorker) -> None:
-        self._running.pop(worker.routing_id, None)
-        if not self._running:
-            self._idle.set()
-        self._wake.set()
-
-    def _end(self, task_id: str, verdict: Verdict, retry: bool, fields: dict[str, Any]) -> None:
-        """Persist how an attempt ended: requeued for another attempt, or final."""
-        if retry:
-            requeued = self.store.transition(
-                task_id, State.QUEUED, src=State.RUNNING, reason=verdict.reason, **fields
-            )
-            if requeued and not self.draining:  # while draining it waits in the store for the next boot
-                self._queue.append(self.get(task_id))
-                self._publish(task_id, State.QUEUED, reason=verdict.reason)
-            return
-        self._persist_final(task_id, verdict, fields)
-        shutil.rmtree(self.settings.spool_dir() / task_id, ignore_errors=True)
-
-    def _persist_final(
-        self, task_id: str, verdict: Verdict, fields: dict[str, Any], src: State = State.RUNNING
-    ) -> bool:
-        ok = self.store.transition(
-            task_id,
-            verdict.state,
-            src=src,
-            reason=verdict.reason,
-            result=verdict.result,
-            error_type=verdict.error_type,
-            error_message=verdict.error_message,
-            finished_at=utcnow(),
-            **fields,
-        )
-        if ok:
-            self._publish(task_id, verdict.state, reason=verdict.reason)
-        return ok
-
-    def _learn(self, worker: RunningWorker) -> None:
-        """Admission learns at once; the database hears of it on the next tick, off the task's path."""
-        if worker.peak_rss_mb > 0:
-            self._unsaved_peaks[worker.kind] = self.admission.observe(worker.kind, worker.peak_rss_mb)
-
-    def _save_peaks(self) -> None:
-        for kind, peaks in list(self._unsaved_peaks.items()):
-            try:
-                self.store.save_peaks(kind, peaks)
-            except StoreUnavailableError:
-                return
-            if self._unsaved_peaks.get(kind) is peaks:
-                del self._unsaved_peaks[kind]
-
-    def _publish(self, task_id: str, state: State, **fields: Any) -> None:
-        self.events.publish(task_id, {"event": "state", "state": str(state), **fields})
-
-    # ----- memory ----------------------------------------------------------------------------
+        self.claim_soon()
 
     def memory_report(self) -> dict[str, Any]:
-        budget = self.admission.budget()
-        usage = self.accounting.usage()
+        workers = self.workers()
+        report = self.limits.memory_report(self.accounting, self.probe, self.host, self.spares, workers)
         return {
-            "limit_mb": round(budget.limit_mb, 1),
-            "limit_source": budget.limit_source,
-            "usage_mb": round(usage.value_mb, 1),
-            "usage_source": usage.source,
-            "api_and_zygote_mb": round(budget.base_mb, 1),
-            "safety_margin_mb": budget.margin_mb,
-            "budget_mb": round(budget.budget_mb, 1),
-            "committed_mb": round(self.accounting.committed_mb(), 1),
-            "reservations": {w.task_id: w.reserved_mb for w in self._running.values()},
-            "high_water_mb": round(self.accounting.high_water_mb(), 1),
-            "container_oom_kills": self.probe.oom_kills(),
-            "worker_cgroups": self.host.cgroups is not None,
+            **report,
             "enforcement": self.enforcement.as_dict() if self.enforcement else None,
             "breakdown_mb": self.probe.breakdown_mb(),
-            "watchdog": self.watchdog.cost(),
-            "spare_workers": self.spares.pids(),
-            "estimates_mb": {
-                name: round(self.admission.estimate_mb(spec), 1) for name, spec in self.catalog.kinds.items()
-            },
+            "watchdog": self.watchdog.cost() if self.watchdog else None,
         }
 
-    async def _wait_idle(self, timeout_s: float) -> None:
-        if not self._running:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
+    def spool_dir(self) -> Path:
+        return self.settings.spool_dir()
 
-    def _worker_of(self, task_id: str) -> RunningWorker | None:
-        """The live worker of a task; one that has exited is only held until its cgroup is gone."""
-        return next((w for w in self._running.values() if w.task_id == task_id and not w.exited), None)
+    # ----- what the claimer asks (queue.Host) ------------------------------------------------
+
+    def room(self) -> Room | None:
+        slots = self.settings.max_concurrency - len(self.sessions.running)
+        if self.draining or slots <= 0:
+            return None
+        budget_mb = self.admission.budget().budget_mb
+        return Room(
+            committed_mb=self.accounting.committed_mb(),
+            budget_mb=budget_mb,
+            slots=slots,
+            largest_budget_mb=self.instances.largest_budget_mb(budget_mb),
+        )
+
+    def need_mb(self, kind: str, ceiling_mb: float) -> float | None:
+        spec = self.catalog.kinds.get(kind)
+        return self.admission.need_mb(spec, ceiling_mb) if spec else None
+
+    async def launch(self, row: TaskRow) -> None:
+        await self.sessions.launch(row)
+
+    def refused(self, task_id: str, verdict: Verdict) -> None:
+        log.warning("task %s refused: %s", task_id, verdict.error_message)
+        self.publish(task_id, verdict.state, reason=verdict.reason)
+        shutil.rmtree(self.settings.spool_dir() / task_id, ignore_errors=True)
+
+    # ----- upkeep (supervisor/upkeep.py) -----------------------------------------------------
+
+    async def _rescue(self) -> None:
+        await upkeep.rescue_once(self)
+
+    def _report(self) -> dict[str, Any]:
+        return upkeep.report(self)
+
+    # ----- events ----------------------------------------------------------------------------
+
+    def claim_soon(self) -> None:
+        self.claimer.wake.set()
+
+    def cancel_local(self, task_id: str) -> None:
+        worker = self.sessions.worker_of(task_id)
+        if worker is not None:
+            worker.terminate(Reason.CANCELLED)
+
+    def _on_notify(self, payload: str) -> None:
+        wakeups.dispatch(self, payload)
+
+    def publish(self, task_id: str, state: State | None, **fields: Any) -> None:
+        if state is None:
+            data = fields.get("progress")
+            self.events.publish(task_id, {"event": "progress", "data": data})
+            if self.listening:  # else progress stays with this instance's streams
+                payload = wakeups.progress_payload(self.instances.id, task_id, data)
+                if payload is not None:
+                    sent = asyncio.create_task(self.db.run(self.store.notify, payload))
+                    self._sending.add(sent)
+                    sent.add_done_callback(self._sending.discard)
+        else:
+            self.events.publish(task_id, {"event": "state", "state": str(state), **fields})

@@ -46,7 +46,7 @@ class AdmissionRefusedError(SupervisorError):
     def __init__(self, kind: str, needed_mb: float, budget_mb: float) -> None:
         super().__init__(
             f"task of kind {kind!r} needs {needed_mb:.0f} MB but the memory budget is "
-            f"{budget_mb:.0f} MB: it can never run in this container"
+            f"{budget_mb:.0f} MB (the largest of any live instance): it can never run"
         )
         self.needed_mb = needed_mb
         self.budget_mb = budget_mb

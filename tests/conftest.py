@@ -17,6 +17,7 @@ import pytest
 from bench.cgroup import LimitedCgroup, Mode, make_cgroup, make_mode
 from tests.chroma import ChromaServer
 from tests.harness import Server, marked_pids
+from tests.pgbouncer import PgBouncer
 from tests.postgres import PostgresServer
 
 ServerFactory = Callable[..., Server]
@@ -95,6 +96,17 @@ def chroma() -> Iterator[ChromaServer]:
     yield server
     server.close()
     assert server.proc is None or server.proc.poll() is not None, "chroma run outlived the session"
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres: PostgresServer) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction mode in front of the session's PostgreSQL (Supabase's port 6543)."""
+    try:
+        bouncer = PgBouncer(postgres)
+    except (FileNotFoundError, AssertionError) as exc:
+        pytest.skip(f"no PgBouncer can be started here: {exc}")
+    yield bouncer
+    bouncer.close()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -15,7 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.harness import ADMIN_TOKEN, Server
+from tests.harness import ADMIN_TOKEN, Server, until
 
 API_KEY = "key-for-tests-0001"
 JWT_SECRET = "supabase-hs256-secret-for-tests-000000"
@@ -289,8 +289,11 @@ def test_drain_refuses_new_work_and_resume_admits_again(server: Server) -> None:
 
 def test_full_queue_is_429_with_retry_after(server: Server) -> None:
     server.admin.patch("/admin/limits", json={"max_queue": 2, "max_concurrency": 1})
+    blockers = [server.submit("diag.sleep", {"seconds": 30})]
     try:
-        blockers = [server.submit("diag.sleep", {"seconds": 30}) for _ in range(3)]
+        # The queue is in the database: the first is claimed a moment after it was accepted.
+        until(lambda: server.task(blockers[0]["id"])["state"] == "running", 15, "the first to run")
+        blockers += [server.submit("diag.sleep", {"seconds": 30}) for _ in range(2)]
         response = server.client.post("/v1/tasks", json={"kind": "sample.echo", "payload": {"text": "x"}})
         assert response.status_code == 429
         assert int(response.headers["Retry-After"]) >= 1

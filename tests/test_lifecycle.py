@@ -70,8 +70,11 @@ def test_cancel_running_task(server: Server) -> None:
     assert server.client.delete(f"/v1/tasks/{task['id']}").status_code == 409
 
 
-def test_cancel_queued_task_never_runs(make_server, database_url: str) -> None:  # type: ignore[no-untyped-def]
-    server = make_server(env={"MAX_CONCURRENCY": "1", "DATABASE_URL": database_url}).start()
+def test_cancel_queued_task_never_runs(make_server, database_url: str, request) -> None:  # type: ignore[no-untyped-def]
+    # A database of its own: the module's shared server on the same one is a peer and would run the
+    # task this one keeps queued.
+    own_url = request.getfixturevalue("postgres").new_database() if database_url else ""
+    server = make_server(env={"MAX_CONCURRENCY": "1", "DATABASE_URL": own_url}).start()
     blocker = server.submit("diag.sleep", {"seconds": 30})
     queued = server.submit("diag.sleep", {"seconds": 0})
     until(lambda: server.task(blocker["id"])["state"] == "running", 10, "the blocker to start")

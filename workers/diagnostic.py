@@ -38,6 +38,11 @@ class CrashInput(BaseModel):
     pass
 
 
+class RecordInput(BaseModel):
+    path: str = Field(min_length=1, max_length=4096, description="a file every execution appends to")
+    seconds: float = Field(default=0.0, ge=0, le=3600)
+
+
 class SpawnInput(BaseModel):
     children: int = Field(ge=1, le=16)
     mb_each: int = Field(ge=0, le=65536)
@@ -59,6 +64,22 @@ def sleep(payload: SleepInput, ctx: TaskContext) -> dict[str, Any]:
     if payload.seconds:
         time.sleep(payload.seconds)
     return {"slept_s": payload.seconds}
+
+
+@task_kind(
+    "diag.record", input_model=RecordInput, estimate_mb=40, ceiling_mb=128, timeout_s=3600, retriable=True
+)
+def record(payload: RecordInput, ctx: TaskContext) -> dict[str, Any]:
+    """Append one line (task id, pid) to ``path`` as it starts, then sleep: proves how often a task ran."""
+    line = f"{ctx.task_id} {os.getpid()}\n"
+    fd = os.open(payload.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())  # one write with O_APPEND: lines from concurrent workers never mix
+    finally:
+        os.close(fd)
+    if payload.seconds:
+        time.sleep(payload.seconds)
+    return {"pid": os.getpid()}
 
 
 @task_kind("diag.alloc", input_model=AllocInput, estimate_mb=64, ceiling_mb=256, timeout_s=3600)

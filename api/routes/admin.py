@@ -13,8 +13,6 @@ from api.deps import SupervisorDep, VectorStoreDep
 from api.errors import MemvisorRoute
 from api.metrics import exposition
 from supervisor.core import Supervisor
-from supervisor.states import State
-from supervisor.stats import task_stats
 from supervisor.store import as_utc
 
 router = APIRouter(
@@ -79,7 +77,7 @@ async def kill_worker(pid: int, supervisor: SupervisorDep) -> dict[str, object]:
 async def kills(
     supervisor: SupervisorDep, limit: Annotated[int, Query(ge=1, le=500)] = 20
 ) -> list[dict[str, object]]:
-    rows = supervisor.store.recent_finished((State.KILLED, State.TIMED_OUT), limit)
+    rows = await supervisor.recent_kills(limit)
     return [
         {
             "task_id": row.id,
@@ -102,28 +100,32 @@ async def memory(supervisor: SupervisorDep, vector_store: VectorStoreDep) -> dic
 @router.get("/stats", summary="Counts by kind and outcome, kills by reason, queue, wait and run times")
 async def stats(supervisor: SupervisorDep, vector_store: VectorStoreDep) -> dict[str, Any]:
     return {
-        **task_stats(supervisor.store),
-        "queue_depth": supervisor.queue_depth(),
-        "running": len(supervisor.workers()),
-        "draining": supervisor.draining,
+        **await supervisor.stats(),
+        "instances": supervisor.instances_view(),
         "vector_store": vector_store,
     }
 
 
+@router.get("/instances", summary="Live instances on this database: role, budget, enforcement, heartbeat")
+async def instances(supervisor: SupervisorDep) -> list[dict[str, Any]]:
+    return supervisor.instances_view()
+
+
 @router.get("/limits", summary="The limits that can change at run time")
 async def get_limits(supervisor: SupervisorDep) -> dict[str, Any]:
-    return supervisor.limits()
+    return supervisor.limits.current()
 
 
 @router.patch("/limits", summary="Change limits at run time (until the next restart)")
 async def patch_limits(body: LimitsPatch, supervisor: SupervisorDep) -> dict[str, Any]:
-    return supervisor.update_limits(body.model_dump(exclude_none=True))
+    return supervisor.limits.update(body.model_dump(exclude_none=True))
 
 
 @router.post("/drain", summary="Stop admitting and starting tasks; running tasks finish")
 async def drain(supervisor: SupervisorDep) -> dict[str, object]:
     supervisor.drain()
-    return {"draining": True, "running": len(supervisor.workers()), "queued": supervisor.queue_depth()}
+    stats = await supervisor.stats()
+    return {"draining": True, "running": len(supervisor.workers()), "queued": stats["queue_depth"]}
 
 
 @router.post("/resume", summary="Admit and start tasks again")
@@ -134,4 +136,7 @@ async def resume(supervisor: SupervisorDep) -> dict[str, object]:
 
 @metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(supervisor: SupervisorDep) -> Response:
-    return Response(exposition(supervisor), media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(
+        exposition(supervisor, await supervisor.stats()),
+        media_type="text/plain; version=0.0.4; charset=utf-8",
+    )

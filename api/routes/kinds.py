@@ -71,7 +71,7 @@ def _json_endpoint(kind: str, model: type[BaseModel]) -> Any:
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         payload = BaseModel.model_dump(body, mode="json", exclude_none=True)
-        row = supervisor.submit(
+        row = await supervisor.submit(
             Submission(kind, payload, timeout_s, ceiling_mb, idempotency_key=idempotency_key)
         )
         return await answer(supervisor, settings, row, wait_s)

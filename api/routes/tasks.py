@@ -18,7 +18,7 @@ from api.schemas import TaskCreate, TaskList, TaskPublic
 from api.submit import answer, submit_with_files
 from supervisor.core import Submission, Supervisor
 from supervisor.errors import InvalidRequestError
-from supervisor.states import FINAL, State
+from supervisor.states import State
 
 router = APIRouter(
     route_class=MemvisorRoute, prefix="/v1/tasks", tags=["tasks"], dependencies=[Depends(require_user)]
@@ -69,7 +69,7 @@ async def submit(
     submission = Submission(
         body.kind, body.payload, body.timeout_s, body.ceiling_mb, idempotency_key=idempotency_key
     )
-    row = supervisor.submit(submission)
+    row = await supervisor.submit(submission)
     return await answer(supervisor, settings, row, wait_s)
 
 
@@ -110,7 +110,7 @@ async def list_tasks(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> TaskList:
-    rows = supervisor.store.search(
+    rows = await supervisor.list_tasks(
         state=state, kind=kind, since=since, until=until, limit=limit, offset=offset
     )
     return TaskList(items=[TaskPublic.of(r) for r in rows], limit=limit, offset=offset)
@@ -123,13 +123,13 @@ async def get_task(
     if wait_s > 0:
         row = await supervisor.wait(task_id, min(wait_s, settings.max_wait_s))
     else:
-        row = supervisor.get(task_id)
+        row = await supervisor.get(task_id)
     return TaskPublic.of(row)
 
 
 @router.delete("/{task_id}", responses=REFUSALS, summary="Cancel a queued or running task")
 async def cancel(task_id: TaskId, supervisor: SupervisorDep) -> TaskPublic:
-    return TaskPublic.of(supervisor.cancel(task_id))
+    return TaskPublic.of(await supervisor.cancel(task_id))
 
 
 @router.get(
@@ -138,25 +138,17 @@ async def cancel(task_id: TaskId, supervisor: SupervisorDep) -> TaskPublic:
     summary="Server-sent events: `state` (the whole task) on every change, `progress` from the worker",
 )
 async def events(task_id: TaskId, supervisor: SupervisorDep, settings: ApiSettingsDep) -> EventSourceResponse:
-    supervisor.get(task_id)  # a 404 before the stream starts
+    await supervisor.get(task_id)  # a 404 before the stream starts
     return EventSourceResponse(_stream(supervisor, task_id), ping=int(settings.sse_ping_s))
 
 
 async def _stream(supervisor: Supervisor, task_id: str) -> AsyncIterator[dict[str, str]]:
     """The task as it is now, then every change; the stream ends after the final state."""
-    queue = supervisor.events.subscribe(task_id)  # before reading the task, so no change is missed
-    try:
-        row = supervisor.get(task_id)
-        yield {"event": "state", "data": TaskPublic.of(row).model_dump_json()}
-        while row.state not in FINAL:
-            event = await queue.get()
-            if event["event"] == "progress":
-                yield {"event": "progress", "data": json.dumps(event.get("data"))}
-                continue
-            row = supervisor.get(task_id)
-            yield {"event": "state", "data": TaskPublic.of(row).model_dump_json()}
-    finally:
-        supervisor.events.unsubscribe(task_id, queue)
+    async for event, value in supervisor.watch(task_id):
+        if event == "progress":
+            yield {"event": "progress", "data": json.dumps(value)}
+        else:
+            yield {"event": "state", "data": TaskPublic.of(value).model_dump_json()}
 
 
 def _json_object(text: str) -> dict[str, Any]:

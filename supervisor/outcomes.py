@@ -1,0 +1,142 @@
+"""How an attempt's end is written: requeued for another attempt, or final; and what is learned.
+
+Every write names the owner and the attempt (a compare-and-set): if the task was taken away from this
+instance meanwhile (a peer thought it dead and rescued the task), the write matches nothing, and the
+outcome is dropped with a log line rather than overwriting the new owner's record. An outcome that
+cannot be written because the database is away is kept and written once it is back.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from supervisor.admission import Admission
+from supervisor.database import Database
+from supervisor.errors import StoreUnavailableError
+from supervisor.schema import utcnow
+from supervisor.states import State
+from supervisor.store import Store
+from supervisor.verdict import Verdict
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[..., None]
+
+
+class Outcomes:
+    def __init__(
+        self,
+        store: Store,
+        owner: str,
+        admission: Admission,
+        *,
+        spool_dir: Path,
+        publish: Publish,
+        history: int,
+    ) -> None:
+        self.store = store
+        self.db: Database = store.db
+        self.owner = owner
+        self.admission = admission
+        self.spool_dir = spool_dir
+        self.publish = publish
+        self.history = history
+        self._unsaved: list[Callable[[], bool]] = []
+        self._pending_peaks: dict[str, list[float]] = {}
+
+    async def end(
+        self, task_id: str, attempt: int, verdict: Verdict, retry: bool, fields: dict[str, Any]
+    ) -> None:
+        write = functools.partial(self._write, task_id, attempt, verdict, retry, fields)
+        try:
+            moved = await self.db.run(write)
+        except StoreUnavailableError as exc:
+            # The answer is kept, not lost: it is written as soon as the database is back.
+            log.warning("task %s: outcome not yet saved (%s); retrying", task_id, exc)
+            self._unsaved.append(write)
+            return
+        self._after(task_id, verdict, retry, moved)
+
+    def _write(
+        self, task_id: str, attempt: int, verdict: Verdict, retry: bool, fields: dict[str, Any]
+    ) -> bool:
+        if retry:
+            moved = self.store.transition(
+                task_id,
+                State.QUEUED,
+                src=State.RUNNING,
+                owner=self.owner,
+                attempt=attempt,
+                owner_id=None,
+                reason=verdict.reason,
+                **fields,
+            )
+        else:
+            moved = self.store.transition(
+                task_id,
+                verdict.state,
+                src=State.RUNNING,
+                owner=self.owner,
+                attempt=attempt,
+                reason=verdict.reason,
+                result=verdict.result,
+                error_type=verdict.error_type,
+                error_message=verdict.error_message,
+                finished_at=utcnow(),
+                **fields,
+            )
+        if not moved:
+            log.warning(
+                "task %s attempt %d: outcome %s dropped: the task was taken away from this instance",
+                task_id,
+                attempt,
+                verdict.state,
+            )
+        return moved
+
+    def _after(self, task_id: str, verdict: Verdict, retry: bool, moved: bool) -> None:
+        if moved:
+            state = State.QUEUED if retry else verdict.state
+            self.publish(task_id, state, reason=verdict.reason)
+        # On PostgreSQL the local directory is a copy of what the database holds: it goes with the
+        # attempt. SQLite's spool is the only copy: it goes once the task is final.
+        if self.db.postgres or (moved and not retry):
+            shutil.rmtree(self.spool_dir / task_id, ignore_errors=True)
+
+    async def flush(self) -> None:
+        """Write the outcomes kept while the database was away, oldest first."""
+        while self._unsaved:
+            try:
+                await self.db.run(self._unsaved[0])
+            except StoreUnavailableError:
+                return
+            self._unsaved.pop(0)
+
+    def learn(self, kind: str, peak_mb: float) -> None:
+        """Admission learns at once; the database hears of it on the next tick, off the task's path."""
+        if peak_mb > 0:
+            self.admission.observe(kind, peak_mb)
+            self._pending_peaks.setdefault(kind, []).append(round(peak_mb, 1))
+
+    async def sync_peaks(self) -> None:
+        """Merge this instance's new peaks into the shared ones, and learn what every instance saw."""
+        sent = {kind: list(peaks) for kind, peaks in self._pending_peaks.items()}
+        try:
+            if sent:
+                saved = await self.db.run(self.store.merge_peaks, sent, self.history)
+            else:
+                saved = await self.db.run(self.store.peaks)
+        except StoreUnavailableError:
+            return
+        for kind, peaks in sent.items():  # keep what arrived while the merge ran
+            left = self._pending_peaks.get(kind, [])[len(peaks) :]
+            if left:
+                self._pending_peaks[kind] = left
+            else:
+                self._pending_peaks.pop(kind, None)
+        self.admission.learn_shared(saved, self._pending_peaks)
