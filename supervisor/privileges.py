@@ -46,12 +46,13 @@ ALLOWED_ENV = frozenset(
         "PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE",
         "PYTHONIOENCODING", "PYTHONWARNINGS", "PYTHONFAULTHANDLER", "PYTHONUTF8", "PYTHONNOUSERSITE",
         "MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_", "DATA_DIR", "LOG_LEVEL", "MEMVISOR_TEST_RUN",
-        "LLM_BASE_URL", "LLM_MODEL", "LLM_TIMEOUT_S", "LLM_MAX_TOKENS", "CHROMA_URL",
+        "LLM_BASE_URL", "LLM_MODEL", "LLM_TIMEOUT_S", "LLM_MAX_TOKENS", "CHROMA_URL", "ROLE",
         "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
         "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
     }
 )  # fmt: skip
-ALLOWED_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "MKL_", "ORT_", "KMP_", "OCR_")
+ALLOWED_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "MKL_", "ORT_", "KMP_", "OCR_", "BROWSER_")
+SETTINGS_PREFIX = "MEMVISOR_"  # every setting may also be given so (workers/settings.py)
 NOBODY = 65534
 PR_SET_DUMPABLE = 4
 _PROBE = "import ctypes, sys; sys.exit(ctypes.CDLL(None, use_errno=True).unshare(int(sys.argv[1])) != 0)"
@@ -64,11 +65,12 @@ def worker_environment(
     """The zygote's environment: allowed names only, and never a secret."""
     denied = SERVICE_SECRETS | set(secrets)
     wanted = ALLOWED_ENV | set(extra)
-    return {
-        name: value
-        for name, value in environ.items()
-        if name not in denied and (name in wanted or name.startswith(ALLOWED_PREFIXES))
-    }
+
+    def allowed(name: str) -> bool:
+        base = name.removeprefix(SETTINGS_PREFIX) if name != "MEMVISOR_TEST_RUN" else name
+        return base not in denied and (base in wanted or base.startswith(ALLOWED_PREFIXES))
+
+    return {name: value for name, value in environ.items() if allowed(name)}
 
 
 def network_mode(enabled: bool, root: bool, may_unshare: bool, landlock_abi: int) -> tuple[str, str]:

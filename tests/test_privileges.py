@@ -51,7 +51,8 @@ needs_landlock = pytest.mark.skipif(LANDLOCK_ABI == 0, reason=f"no Landlock: {la
 # ---------------------------------------------------------------------------------------------------
 # The decisions.
 
-env_names = st.sampled_from(sorted(ALLOWED_ENV | SERVICE_SECRETS | {"OMP_X", "LC_ALL", "MY_TOKEN", "X"}))
+plain_names = sorted(ALLOWED_ENV | SERVICE_SECRETS | {"OMP_X", "LC_ALL", "MY_TOKEN", "X"})
+env_names = st.sampled_from(plain_names + ["MEMVISOR_" + name for name in plain_names])
 
 
 @given(st.dictionaries(env_names, st.text(max_size=5)), st.lists(env_names), st.lists(env_names))
@@ -60,9 +61,12 @@ def test_worker_environment_holds_no_secret_and_nothing_invented(
 ) -> None:
     out = worker_environment(environ, extra, secrets)
     assert out.items() <= environ.items()
-    assert not set(out) & (SERVICE_SECRETS | set(secrets))
+    denied = SERVICE_SECRETS | set(secrets)
+    # A secret is denied under its MEMVISOR_ name too (settings are read with that prefix first).
+    assert not {name.removeprefix("MEMVISOR_") for name in out if name != "MEMVISOR_TEST_RUN"} & denied
     for name in environ:
-        if name in ALLOWED_ENV and name not in SERVICE_SECRETS | set(secrets):
+        base = name.removeprefix("MEMVISOR_")
+        if base in ALLOWED_ENV and base not in denied:
             assert name in out
 
 
