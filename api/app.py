@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from api import errors
 from api.config import ApiSettings
 from api.limits import BodyLimitMiddleware
-from api.routes import admin, dashboard, health, kinds, tasks
+from api.routes import admin, dashboard, health, kinds, outputs, tasks
 from supervisor.config import SupervisorSettings
 from supervisor.core import Supervisor
 from workers.catalog import load_catalog
@@ -51,6 +51,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, body_mb=settings.max_body_mb, upload_mb=settings.max_upload_mb)
     app.include_router(health.router)
     app.include_router(tasks.router)
+    app.include_router(outputs.router)
     app.include_router(kinds.build_router(catalog))
     if settings.admin_token:
         app.include_router(admin.router)

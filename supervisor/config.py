@@ -40,6 +40,7 @@ class SupervisorSettings(BaseSettings):
     spare_workers: int = Field(default=1, ge=0, le=8, description="workers forked ahead of need")
     worker_threads: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), ge=1)
     web_concurrency: int = Field(default=1, description="must be 1: one supervisor per budget")
+    output_retention_s: float = Field(default=86400.0, gt=0, description="how long task outputs are kept")
 
     @model_validator(mode="after")
     def _check(self) -> SupervisorSettings:
@@ -59,3 +60,6 @@ class SupervisorSettings(BaseSettings):
 
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
+
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"

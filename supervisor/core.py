@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from supervisor import admission as admission_mod
+from supervisor import outputs
 from supervisor.accounting import Accounting
 from supervisor.broker import Broker
 from supervisor.config import SupervisorSettings
@@ -121,6 +122,14 @@ class Supervisor:
         self._loops = [
             asyncio.create_task(self._schedule_loop(), name="memvisor-scheduler"),
             asyncio.create_task(self._housekeeping_loop(), name="memvisor-housekeeping"),
+            asyncio.create_task(
+                outputs.sweep_forever(
+                    self.settings.outputs_dir(),
+                    self.settings.output_retention_s,
+                    lambda: {w.task_id for w in self._running.values()},
+                ),
+                name="memvisor-outputs",
+            ),
         ]
         log.info(
             "supervisor ready: limit %.0f MB (%s), budget %.0f MB, worker cgroups %s",
@@ -474,6 +483,7 @@ class Supervisor:
             return
         worker.ready = True
         spool = self.settings.spool_dir() / worker.task_id
+        output = outputs.prepare(self.settings.outputs_dir(), worker.task_id)
         frame = protocol.encode(
             protocol.TASK,
             task_id=worker.task_id,
@@ -482,6 +492,7 @@ class Supervisor:
             payload=worker.payload,
             data_dir=str(self.settings.data_dir.resolve()),
             spool_dir=str(spool.resolve()),
+            output_dir=str(output.resolve()),
         )
         self._send(worker, frame)
 
@@ -563,7 +574,7 @@ class Supervisor:
                 self._queue.append(self.get(task_id))
                 self._publish(task_id, State.QUEUED, reason=verdict.reason)
             return
-        self._persist_final(task_id, verdict, fields)
+        self._persist_final(task_id, outputs.settle(self.settings.outputs_dir(), task_id, verdict), fields)
         shutil.rmtree(self.settings.spool_dir() / task_id, ignore_errors=True)
 
     def _persist_final(

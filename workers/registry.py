@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,21 @@ ProgressFn = Callable[[dict[str, Any]], None]
 
 @dataclass
 class TaskContext:
-    """What a running task may use besides its payload."""
+    """What a running task may use besides its payload.
+
+    Files written to ``output_dir`` are listed in the task's result (``files``) once it succeeds, and
+    served at ``GET /v1/tasks/{id}/files/{name}`` (plain names: letters, digits, ``.``, ``_``, ``-``).
+    """
 
     task_id: str
     data_dir: Path
     spool_dir: Path
     send_progress: ProgressFn = field(repr=False)
+    output: InitVar[Path | None] = None  # default: DATA_DIR/outputs/<task_id>, as the supervisor makes it
+    output_dir: Path = field(init=False)
+
+    def __post_init__(self, output: Path | None) -> None:
+        self.output_dir = output if output is not None else self.data_dir / "outputs" / self.task_id
 
     def progress(self, message: str, **fields: Any) -> None:
         """Stream a progress event (a short message plus JSON-able fields) to the supervisor."""
