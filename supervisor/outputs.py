@@ -109,9 +109,7 @@ def listed_file(root: Path, task_id: str, name: str, result: dict[str, Any] | No
     return present.get(name)
 
 
-def expired(
-    ages: Iterable[tuple[str, float]], now: float, retention_s: float, active: set[str]
-) -> list[str]:
+def expired(ages: Iterable[tuple[str, float]], now: float, retention_s: float, active: set[str]) -> list[str]:
     """Of (task id, last change), those older than the retention whose task is not running."""
     old = (task_id for task_id, changed in ages if now - changed >= retention_s)
     return sorted(task_id for task_id in old if task_id not in active)
