@@ -2,7 +2,7 @@
 and the PNG plots.
 
 Scenarios run in this order (OCR before survival, which adds OCR jobs to its mix only if OCR worked):
-footprint, dispatch, enforcement, ocr, survival. One that fails is recorded with its error and the
+footprint, dispatch, enforcement, ocr, survival, browser. One that fails is recorded with its error and the
 others still run.
 """
 
@@ -22,12 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import dispatch, enforcement, footprint, ocr, plot, report, survival
+from bench import browser_bench, dispatch, enforcement, footprint, ocr, plot, report, survival
 from bench.plan import FULL, QUICK, Context, Plan
 from bench.service import log
 from tests.cgroup import LimitedCgroup, make_cgroup
 
-ORDER = ("footprint", "dispatch", "enforcement", "ocr", "survival")
+ORDER = ("footprint", "dispatch", "enforcement", "ocr", "survival", "browser")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -89,6 +89,7 @@ def _scenario(name: str, plan: Plan, ctx: Context, results: dict[str, Any]) -> d
         "dispatch": dispatch.run,
         "enforcement": enforcement.run,
         "ocr": ocr.run,
+        "browser": browser_bench.run,
     }
     return runners[name](plan, ctx)
 
