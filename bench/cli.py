@@ -2,8 +2,8 @@
 and the PNG plots.
 
 Scenarios run in this order (OCR before survival, which adds OCR jobs to its mix only if OCR worked):
-footprint, dispatch, enforcement, ocr, survival, rag, instances. One that fails is recorded with its
-error and the others still run.
+footprint, dispatch, enforcement, ocr, survival, rag, instances, browser. One that fails is recorded
+with its error and the others still run.
 """
 
 from __future__ import annotations
@@ -22,12 +22,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import dispatch, enforcement, footprint, instances, ocr, plot, rag, report, survival
+from bench import (
+    browser_bench,
+    dispatch,
+    enforcement,
+    footprint,
+    instances,
+    ocr,
+    plot,
+    rag,
+    report,
+    survival,
+)
 from bench.cgroup import LimitedCgroup, make_cgroup
 from bench.plan import FULL, QUICK, Context, Plan
 from bench.service import log
 
-ORDER = ("footprint", "dispatch", "enforcement", "ocr", "survival", "rag", "instances")
+ORDER = ("footprint", "dispatch", "enforcement", "ocr", "survival", "rag", "instances", "browser")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -91,6 +102,7 @@ def _scenario(name: str, plan: Plan, ctx: Context, results: dict[str, Any]) -> d
         "ocr": ocr.run,
         "rag": rag.run,
         "instances": instances.run,
+        "browser": browser_bench.run,
     }
     return runners[name](plan, ctx)
 

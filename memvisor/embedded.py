@@ -31,7 +31,7 @@ from starlette.datastructures import UploadFile  # what a route receives; fastap
 
 from api.config import ApiSettings
 from api.errors import NotStartedError, response_for
-from api.routes import admin, dashboard, health, kinds, tasks
+from api.routes import admin, dashboard, health, kinds, outputs, tasks
 from api.schemas import TaskPublic
 from api.submit import submit_with_files
 from memvisor.errors import RequestRefused, refusal_for, result_of
@@ -112,7 +112,7 @@ class Memvisor:
         self.privileges = Privileges(privileges or PrivilegeSettings(), self.catalog, sup.data_dir)
         self._supervisor: Supervisor | None = None
         self._lock = DataDirLock(sup.data_dir)
-        self.router = self._mount(tasks.router, kinds.build_router(self.catalog))
+        self.router = self._mount(tasks.router, outputs.router, kinds.build_router(self.catalog))
         admin_routers = (admin.router, admin.metrics_router, dashboard.router) if api.admin_token else ()
         self.admin_router = self._mount(*admin_routers)
         self.health_router = self._mount(health.live_router, health.router)

@@ -60,6 +60,7 @@ class SupervisorSettings(Settings):
     instance_dead_after_s: float = Field(default=30.0, gt=0, le=3600)
     queue_poll_interval_s: float = Field(default=0.5, gt=0, le=60, description="besides NOTIFY")
     task_retention_s: float = Field(default=7 * 86400.0, gt=0, description="finished tasks are deleted after")
+    output_retention_s: float = Field(default=86400.0, gt=0, description="how long task outputs are kept")
 
     @model_validator(mode="after")
     def _check(self) -> SupervisorSettings:
@@ -81,3 +82,6 @@ class SupervisorSettings(Settings):
 
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
+
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"

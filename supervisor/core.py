@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor import admission as admission_mod
-from supervisor import upkeep, wakeups, watching
+from supervisor import outputs, upkeep, wakeups, watching
 from supervisor.accounting import Accounting
 from supervisor.config import SupervisorSettings
 from supervisor.container import ContainerProbe
@@ -148,6 +148,14 @@ class Supervisor:
             self._loops += [
                 asyncio.create_task(self.claimer.loop(), name="memvisor-claim"),
                 asyncio.create_task(upkeep.housekeeping_loop(self), name="memvisor-housekeeping"),
+                asyncio.create_task(
+                    outputs.sweep_forever(
+                        self.settings.outputs_dir(),
+                        self.settings.output_retention_s,
+                        lambda: {w.task_id for w in self.sessions.workers()},
+                    ),
+                    name="memvisor-outputs",
+                ),
             ]
             self.claimer.wake.set()
         log.info(
@@ -385,6 +393,9 @@ class Supervisor:
 
     def spool_dir(self) -> Path:
         return self.settings.spool_dir()
+
+    def outputs_dir(self) -> Path:
+        return self.settings.outputs_dir()
 
     # ----- what the claimer asks (queue.Host) ------------------------------------------------
 

@@ -56,9 +56,12 @@ def detect(cgroup: Cgroup | None, worker_cgroups: bool, settings: SupervisorSett
     )
 
 
-def task_limits(settings: SupervisorSettings, ceiling_mb: float) -> dict[str, float | None]:
-    """What the worker limits itself to when it takes its task (workers/limits.py)."""
-    slack_mb = settings.data_limit_slack_mb if settings.worker_data_limit else None
+def task_limits(
+    settings: SupervisorSettings, ceiling_mb: float, data_limit: bool = True
+) -> dict[str, float | None]:
+    """What the worker limits itself to when it takes its task (workers/limits.py); ``data_limit``
+    False for a kind exempt from RLIMIT_DATA."""
+    slack_mb = settings.data_limit_slack_mb if settings.worker_data_limit and data_limit else None
     return {"ceiling_mb": ceiling_mb, "data_slack_mb": slack_mb}
 
 

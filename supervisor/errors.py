@@ -34,6 +34,17 @@ class TaskNotFoundError(SupervisorError, KeyError):
         return f"no task {self.task_id!r}"
 
 
+class OutputNotFoundError(TaskNotFoundError):
+    """The task has no output file of that name: never written, not listed, or past its retention."""
+
+    def __init__(self, task_id: str, name: str) -> None:
+        super().__init__(task_id)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"task {self.task_id!r} has no file {self.name!r} (never written, or past its retention)"
+
+
 class InvalidRequestError(SupervisorError, ValueError):
     """A submission's own fields (payload, timeout_s, ceiling_mb) are invalid."""
 

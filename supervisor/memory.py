@@ -151,6 +151,32 @@ def rss_mb(pids: Iterable[int]) -> float:
     return sum(rss_bytes(pid) for pid in pids) / MB
 
 
+def private_bytes(pid: int) -> int:
+    """Anonymous plus shared-memory (tmpfs, memfd) resident pages of one process; 0 if it is gone.
+
+    What the kernel cannot reclaim without swap. File-backed pages (program text, mapped files) are
+    page cache the kernel charges once however many processes map them, and can drop under pressure.
+    """
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            status = f.read()
+        start = status.index(b"RssAnon:")
+    except (OSError, ValueError):
+        return 0
+    anon, _file, shmem = (int(line.split()[1]) for line in status[start:].split(b"\n", 3)[:3])
+    return (anon + shmem) * 1024
+
+
+def tree_mb(root: int, pids: Iterable[int]) -> float:
+    """A worker tree's memory: the worker's own RSS plus its descendants' private pages.
+
+    Summing RSS over a tree counts shared program text once per process: a Chromium tree maps its
+    ~250 MB binary in every process, and the sum read 1,079 MB for a page whose processes the kernel
+    charged 261 MB. A worker's own RSS is kept whole, so a one-process tree reads as it always did.
+    """
+    return sum(rss_bytes(pid) if pid == root else private_bytes(pid) for pid in pids) / MB
+
+
 def pss_bytes(pid: int) -> int:
     """Proportional set: pages shared with the zygote are split between sharers, not counted in each."""
     try:

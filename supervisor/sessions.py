@@ -13,6 +13,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+from supervisor import outputs
 from supervisor.broker import Broker
 from supervisor.config import SupervisorSettings
 from supervisor.enforcement import task_limits
@@ -152,6 +153,7 @@ class Sessions:
             return
         worker.ready = True
         spool = self.settings.spool_dir() / worker.task_id
+        output = outputs.prepare(self.settings.outputs_dir(), worker.task_id)
         frame = protocol.encode(
             protocol.TASK,
             task_id=worker.task_id,
@@ -160,8 +162,9 @@ class Sessions:
             payload=worker.payload,
             data_dir=str(self.settings.data_dir.resolve()),
             spool_dir=str(spool.resolve()),
-            limits=task_limits(self.settings, worker.ceiling_mb),
-            **self.privileges.task_fields(worker.kind, spool),
+            output_dir=str(output.resolve()),
+            limits=task_limits(self.settings, worker.ceiling_mb, self.catalog.kinds[worker.kind].data_limit),
+            **self.privileges.task_fields(worker.kind, spool, output),
         )
         self._send(worker, frame)
 
@@ -192,7 +195,7 @@ class Sessions:
             task_oom=task_oom,
             pool_oom=exitcode == -signal.SIGKILL and self.host.new_pool_oom(),
             zygote_lost=end.zygote_lost,
-            data_limited=self.settings.worker_data_limit,
+            data_limited=self.settings.worker_data_limit and self._data_limited(worker.kind),
         )
         verdict = judge(ending)
         fields = {
@@ -202,6 +205,8 @@ class Sessions:
             "worker_pid": worker.pid,
         }
         retry = should_retry(verdict, worker.retriable, worker.attempt, worker.max_attempts)
+        if not retry:  # a final success lists its output files; any other ending removes them
+            verdict = outputs.settle(self.settings.outputs_dir(), worker.task_id, verdict)
         self.outcomes.learn(worker.kind, worker.peak_rss_mb)
         try:
             await self.outcomes.end(worker.task_id, worker.attempt, verdict, retry, fields)
@@ -219,6 +224,10 @@ class Sessions:
             worker.peak_rss_mb,
             exitcode,
         )
+
+    def _data_limited(self, kind: str) -> bool:
+        spec = self.catalog.kinds.get(kind)
+        return spec is None or spec.data_limit
 
     def forget(self, worker: RunningWorker) -> None:
         self.running.pop(worker.routing_id, None)

@@ -1,8 +1,8 @@
 """The watchdog: a thread that samples every worker tree and stops the ones that must stop.
 
 It runs apart from the event loop so that a busy loop never delays a kill. Each round it
-- measures each worker tree's RSS and kills a tree at its ceiling (reason memory_ceiling), or one
-  whose task cgroup saw a kernel OOM kill;
+- measures each worker tree (its RSS, plus its descendants' private pages) and kills a tree at its
+  ceiling (reason memory_ceiling), or one whose task cgroup saw a kernel OOM kill;
 - escalates SIGTERM to SIGKILL after the grace period, and enforces timeouts and start deadlines;
 - guards the container: above the high-water mark it kills one victim (reason container_pressure).
 It samples faster while a worker is near its ceiling, and faster still while one grows towards it.
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from supervisor.config import SupervisorSettings
-from supervisor.memory import rss_mb
+from supervisor.memory import tree_mb
 from supervisor.states import Reason
 from supervisor.worker import RunningWorker, signal_tree
 
@@ -100,7 +100,7 @@ class Watchdog:
     def _check(self, worker: RunningWorker) -> None:
         """Enforce one worker's limits."""
         worker.last_pids = worker.tree_pids()
-        worker.observe(rss_mb(worker.last_pids))
+        worker.observe(tree_mb(worker.pid, worker.last_pids))
         if worker.rss_mb >= worker.ceiling_mb or _kernel_oom(worker):
             if worker.kill_reason is None:
                 log.warning(

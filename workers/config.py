@@ -23,6 +23,7 @@ BUILTIN_MODULES = {
     "workers.ocr": "DISABLE_OCR",
     "workers.rag": "DISABLE_RAG",
     "workers.agent": "DISABLE_AGENTS",
+    "workers.browser": "DISABLE_BROWSER",
 }
 DIAGNOSTIC_MODULE = "workers.diagnostic"
 RAG_SWITCH = "DISABLE_RAG"
@@ -40,6 +41,7 @@ class KindSettings(Settings):
     disable_ocr: bool = False
     disable_rag: bool = False
     disable_agents: bool = False
+    disable_browser: bool = False
     task_modules: str = ""
     chroma_url: str | None = None
     role: Role = "all"
@@ -72,6 +74,7 @@ class KindSettings(Settings):
             "DISABLE_OCR": self.disable_ocr,
             "DISABLE_RAG": self.disable_rag,
             "DISABLE_AGENTS": self.disable_agents,
+            "DISABLE_BROWSER": self.disable_browser,
         }
         return {switch for switch, on in flags.items() if on}
 

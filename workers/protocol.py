@@ -5,7 +5,7 @@ routing id is ``<task_id>:<attempt>`` so that a retried task never collides with
 a spare, forked before its task is known, keeps ``spare-<uuid>:0`` for its whole life.
 
     worker -> supervisor: ready {pid} | progress {data} | result {result} | error {error: {type, message}}
-    supervisor -> worker: task {task_id, kind, payload, data_dir, spool_dir} | ack
+    supervisor -> worker: task {task_id, kind, payload, data_dir, spool_dir, output_dir} | ack
 """
 
 from __future__ import annotations

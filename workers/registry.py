@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,21 @@ ProgressFn = Callable[[dict[str, Any]], None]
 
 @dataclass
 class TaskContext:
-    """What a running task may use besides its payload."""
+    """What a running task may use besides its payload.
+
+    Files written to ``output_dir`` are listed in the task's result (``files``) once it succeeds, and
+    served at ``GET /v1/tasks/{id}/files/{name}`` (plain names: letters, digits, ``.``, ``_``, ``-``).
+    """
 
     task_id: str
     data_dir: Path
     spool_dir: Path
     send_progress: ProgressFn = field(repr=False)
+    output: InitVar[Path | None] = None  # default: DATA_DIR/outputs/<task_id>, as the supervisor makes it
+    output_dir: Path = field(init=False)
+
+    def __post_init__(self, output: Path | None) -> None:
+        self.output_dir = output if output is not None else self.data_dir / "outputs" / self.task_id
 
     def progress(self, message: str, **fields: Any) -> None:
         """Stream a progress event (a short message plus JSON-able fields) to the supervisor."""
@@ -60,6 +69,7 @@ class KindSpec:
     network: bool | Callable[[], bool] = False
     stores: tuple[str, ...] = ()
     reads: PathsFn | None = None
+    data_limit: bool = True
 
     def needs_network(self) -> bool:
         """Evaluated by the supervisor once, with the service's settings."""
@@ -83,6 +93,7 @@ def task_kind(
     network: bool | Callable[[], bool] = False,
     stores: tuple[str, ...] = (),
     reads: PathsFn | None = None,
+    data_limit: bool = True,
 ) -> Callable[[TaskFn], TaskFn]:
     """Declare a task kind.
 
@@ -96,6 +107,9 @@ def task_kind(
     variables of the service its task receives (no other worker sees them); ``network`` says whether
     it needs the network (or a callable deciding from the settings); ``stores`` are directories under
     DATA_DIR it writes (e.g. ``"chroma"``); ``reads`` gives further paths it reads (e.g. its models).
+    ``data_limit=False`` exempts its workers from RLIMIT_DATA: for programs that reserve large writable
+    mappings and cannot start under a limit near their ceiling (Chromium, Node.js); their tree stays
+    bounded by the watchdog and by admission.
     """
     if not 0 < estimate_mb <= ceiling_mb:
         raise ValueError(f"kind {name}: need 0 < estimate_mb <= ceiling_mb")
@@ -125,6 +139,7 @@ def task_kind(
             network=network,
             stores=tuple(stores),
             reads=reads,
+            data_limit=data_limit,
         )
         return fn
 

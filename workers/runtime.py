@@ -95,6 +95,7 @@ def _run(task: dict[str, Any], sock: zmq.Socket[bytes]) -> bytes:
             task_id=task["task_id"],
             data_dir=Path(task["data_dir"]),
             spool_dir=Path(task["spool_dir"]),
+            output=Path(task["output_dir"]) if task.get("output_dir") else None,
             send_progress=lambda data: _send_progress(sock, data),
         )
         result = spec.fn(payload, context)
