@@ -215,16 +215,16 @@ class Privileges:
         """Spares are forked without network (most kinds need none) where namespaces are in use."""
         return not self.policy.isolate_network or not self.needs_network(kind)
 
-    def task_fields(self, kind: str, task_dir: Path, output_dir: Path) -> dict[str, Any]:
+    def task_fields(self, kind: str, task_dir: Path, output_dir: Path, scratch_dir: Path) -> dict[str, Any]:
         """The TASK frame's ``sandbox`` field; the task's directories are made the worker's first."""
-        self._give(task_dir, recursive=True)
-        self._give(output_dir, recursive=True)
+        for directory in (task_dir, output_dir, scratch_dir):
+            self._give(directory, recursive=True)
         secrets = {name: os.environ[name] for name in self.secrets.get(kind, ()) if name in os.environ}
         return {
             "sandbox": {
                 "secrets": secrets,
                 "network": self.needs_network(kind),
-                "writes": [str(p) for p in [output_dir, *self.stores.get(kind, [])]],
+                "writes": [str(p) for p in [output_dir, scratch_dir, *self.stores.get(kind, [])]],
                 "reads": self.reads.get(kind, []),
             }
         }

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from supervisor import outputs
@@ -154,6 +156,7 @@ class Sessions:
         worker.ready = True
         spool = self.settings.spool_dir() / worker.task_id
         output = outputs.prepare(self.settings.outputs_dir(), worker.task_id)
+        scratch = self._scratch_dir(worker)
         frame = protocol.encode(
             protocol.TASK,
             task_id=worker.task_id,
@@ -163,10 +166,17 @@ class Sessions:
             data_dir=str(self.settings.data_dir.resolve()),
             spool_dir=str(spool.resolve()),
             output_dir=str(output.resolve()),
+            tmp_dir=str(scratch),
             limits=task_limits(self.settings, worker.ceiling_mb, self.catalog.kinds[worker.kind].data_limit),
-            **self.privileges.task_fields(worker.kind, spool, output),
+            **self.privileges.task_fields(worker.kind, spool, output, scratch),
         )
         self._send(worker, frame)
+
+    def _scratch_dir(self, worker: RunningWorker) -> Path:
+        """The attempt's TMPDIR: under the broker's runtime directory, whose path is short and private."""
+        parent = self.broker.runtime_dir / "tmp"
+        parent.mkdir(mode=0o711, exist_ok=True)
+        return parent / f"{worker.task_id[:16]}-{worker.attempt}"
 
     def _send(self, worker: RunningWorker, frame: bytes) -> None:
         self._spawn(self.broker.send(worker.routing_id, frame))
@@ -214,6 +224,7 @@ class Sessions:
             # The answer is out; removing the cgroup (slow while a spare is attached elsewhere) is off
             # its path. The reservation is held until then: escaped grandchildren die there.
             await self.host.release(worker)
+            shutil.rmtree(self._scratch_dir(worker), ignore_errors=True)
             self.forget(worker)
         log.info(
             "task %s pid %d: %s%s, peak %.0f MB, exit %s",

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.cgroup import LimitedCgroup
+from bench.cgroup import LimitedCgroup
 from tests.conftest import ServerFactory
 from tests.harness import Server, until
 from workers.browser import CEILING_MB

@@ -148,7 +148,12 @@ def enter_task(task: dict[str, Any]) -> None:
     task_dir = Path(task["spool_dir"])
     if os.path.isdir(task_dir):  # False too where the worker user cannot reach DATA_DIR
         os.environ["TMPDIR"] = os.environ["HOME"] = str(task_dir)
-        tempfile.tempdir = None  # gettempdir() caches; the zygote may have asked already
+    # A short private TMPDIR where the supervisor made one: Unix socket paths (Chromium's, say) must fit
+    # in 108 bytes, which a spool directory under a long DATA_DIR may not leave room for.
+    scratch = task.get("tmp_dir")
+    if scratch and os.path.isdir(scratch):
+        os.environ["TMPDIR"] = str(scratch)
+    tempfile.tempdir = None  # gettempdir() caches; the zygote may have asked already
     abi = _state.policy.landlock_abi
     if abi <= 0:
         return
