@@ -16,6 +16,7 @@ class Verdict:
     result: dict[str, Any] | None = None
     error_type: str | None = None
     error_message: str | None = None
+    transient: bool = False  # the task raised an error that may pass (workers.errors.TransientError)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ def judge(ending: Ending) -> Verdict:
 
 
 def should_retry(verdict: Verdict, retriable: bool, attempts: int, max_attempts: int) -> bool:
-    return retriable and verdict.reason in RETRY_REASONS and attempts < max_attempts
+    may_pass = verdict.reason in RETRY_REASONS or verdict.transient
+    return retriable and may_pass and attempts < max_attempts
 
 
 def exit_fields(exitcode: int | None) -> dict[str, int | None]:
@@ -82,6 +84,7 @@ def _from_outcome(outcome: dict[str, Any]) -> Verdict:
             Reason.ERROR,
             error_type=str(error.get("type", "Error")),
             error_message=str(error.get("message", "")),
+            transient=error.get("transient") is True,
         )
     result = outcome.get("result")
     try:

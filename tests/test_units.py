@@ -60,6 +60,21 @@ def test_retry_policy() -> None:
     assert not should_retry(ceiling, retriable=True, attempts=1, max_attempts=3)
 
 
+def test_a_transient_error_is_retried_and_any_other_error_is_final() -> None:
+    """Only errors the worker marked transient (workers.errors.TransientError) may pass."""
+    away = judge(
+        Ending(0, {"error": {"type": "VectorStoreUnavailableError", "message": "m", "transient": True}})
+    )
+    raised = judge(Ending(0, {"error": {"type": "ValueError", "message": "m"}}))
+    forged = judge(Ending(0, {"error": {"type": "ValueError", "message": "m", "transient": "yes"}}))
+    assert (away.state, away.reason, away.transient) == (State.FAILED, Reason.ERROR, True)
+    assert should_retry(away, retriable=True, attempts=1, max_attempts=3)
+    assert not should_retry(away, retriable=True, attempts=3, max_attempts=3)
+    assert not should_retry(away, retriable=False, attempts=1, max_attempts=3)
+    assert not should_retry(raised, retriable=True, attempts=1, max_attempts=3)
+    assert not should_retry(forged, retriable=True, attempts=1, max_attempts=3)
+
+
 def test_final_states_have_no_way_out() -> None:
     for state in FINAL:
         assert not any(is_legal(state, other) for other in State)

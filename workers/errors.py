@@ -32,7 +32,12 @@ class TaskInputError(WorkerError, ValueError):
     """The task's input cannot be processed (corrupt file, too many pixels, ...): a clear, final error."""
 
 
-class VectorStoreUnavailableError(WorkerError):
+class TransientError(WorkerError):
+    """Something outside the task failed and may come back (a store, a service): a task of a retriable
+    kind that raises one is tried again, while attempts remain."""
+
+
+class VectorStoreUnavailableError(TransientError):
     """The RAG kinds' vector store cannot be reached (the Chroma server at CHROMA_URL is down), or
     this instance may not use its local one (ROLE=worker without CHROMA_URL)."""
 

@@ -105,13 +105,19 @@ def _run(task: dict[str, Any], sock: zmq.Socket[bytes]) -> bytes:
         log.info("task %s pid %d failed: %s", task.get("task_id"), os.getpid(), exc)
         if not _is_input_error(exc):
             traceback.print_exc()
-        error = {"type": type(exc).__name__, "message": str(exc)[:4000]}
+        error = {"type": type(exc).__name__, "message": str(exc)[:4000], "transient": _is_transient(exc)}
         return protocol.encode(protocol.ERROR, error=error)
 
 
 def _send_progress(sock: zmq.Socket[bytes], data: dict[str, Any]) -> None:
     with contextlib.suppress(zmq.Again):  # progress is advisory: never block the task on a slow reader
         sock.send(protocol.encode(protocol.PROGRESS, data=data), zmq.NOBLOCK)
+
+
+def _is_transient(exc: Exception) -> bool:
+    from workers.errors import TransientError
+
+    return isinstance(exc, TransientError)
 
 
 def _is_input_error(exc: Exception) -> bool:
