@@ -5,7 +5,8 @@
   gives it, means ``http://host:port``. Unset: a local store under ``DATA_DIR/chroma``, for a single
   instance.
 - ``ROLE`` (``all``): ``all`` | ``api`` | ``worker``, as in a split deployment. An instance with
-  ``ROLE=worker`` and no ``CHROMA_URL`` refuses the RAG kinds: its local store would not be shared.
+  ``ROLE=api`` or ``worker`` and no ``CHROMA_URL`` refuses the RAG kinds: a local store would not be
+  shared.
 """
 
 from __future__ import annotations
@@ -80,10 +81,10 @@ class KindSettings(Settings):
 
     def missing_settings(self) -> dict[str, tuple[str, str]]:
         """Kinds this instance refuses for want of a setting: their switch -> (setting, why)."""
-        if self.role == "worker" and not self.chroma_url:
+        if self.role != "all" and not self.chroma_url:
             why = (
-                "needs CHROMA_URL when ROLE=worker: a store on this instance's own disk would not be "
-                "shared with the other instances"
+                f"needs CHROMA_URL when ROLE={self.role}: the instances of a split deployment would "
+                "each keep a store of their own on their own disk"
             )
             return {RAG_SWITCH: ("CHROMA_URL", why)}
         return {}
