@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bench.cgroup import LimitedCgroup
+from bench.cgroup import Mode
 from tests.conftest import ServerFactory
 from tests.harness import Server, until
 from workers.browser import CEILING_MB
@@ -281,10 +281,12 @@ def test_chromium_runs_inside_the_worker_tree_and_its_limits(server: Server, sit
 
 
 @pytest.mark.cgroup
-def test_four_renders_at_once_in_512_mb(
-    render_cgroup: LimitedCgroup, make_server: ServerFactory, site: Site
-) -> None:
-    server = make_server(env={"BROWSER_ALLOWED_HOSTS": "127.0.0.1"}, wrap=render_cgroup.wrap()).start()
+def test_four_renders_at_once_in_512_mb(service_mode: Mode, make_server: ServerFactory, site: Site) -> None:
+    """In both modes: Render's (uid 10001, no writable cgroup, 0.5 CPU) and the lab's (root, cgroups)."""
+    render_cgroup = service_mode.group
+    env = {**service_mode.env, "BROWSER_ALLOWED_HOSTS": "127.0.0.1"}
+    server = make_server(env=env, data_dir=service_mode.data_dir, wrap=service_mode.wrap())
+    server.start(ready_timeout_s=60)
     assert server.memory()["limit_mb"] == 512
     formats = ["text", "html", "pdf", "png"]
     ids = [
