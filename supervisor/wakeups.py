@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 2.0
-SESSION_CHECKS = 2
-SESSION_HOLDERS = 3
+SESSION_CHECKS = 4
+SESSION_HOLDERS = 2
 RECONNECT_S = 1.0
 RECHECK = "*"  # handed to the loop after a reconnect: notifications may have been missed
 PROGRESS_PREFIX = "p "  # a progress notification; a task's begins with its (hex) id
@@ -76,12 +76,16 @@ class Listener:
         return conn
 
     def _session_kept(self, conn: Any) -> bool:
-        """A setting made in one statement is still there in the next while other clients hold
-        transactions: false under a transaction pooler, which hands us whichever server connection is
-        free (PgBouncer reuses the most recently released one, ours, which a holder then takes).
-        Checked twice with a few holders, since other clients of the pooler move connections too."""
+        """Our server session (its backend pid, a setting made in it) is still ours in the next
+        statement while other clients hold transactions: never false on a direct connection or a
+        session pooler; under a transaction pooler, which hands us whichever server connection is
+        free (PgBouncer reuses the most recently released one, ours, which a holder then takes), false
+        as soon as one round lands elsewhere. Other clients of a busy pooler can hide that, so this is
+        a heuristic: DATABASE_POOLER=transaction says it for certain (a wrong guess costs latency,
+        never correctness: claimers and waiters poll in any case)."""
         import psycopg
 
+        first = conn.execute("SELECT pg_backend_pid()").fetchone()
         for _ in range(SESSION_CHECKS):
             token = uuid.uuid4().hex
             conn.execute("SELECT set_config('memvisor.probe', %s, false)", (token,))
@@ -91,8 +95,10 @@ class Listener:
                         psycopg.connect(self.url, prepare_threshold=None, connect_timeout=5)
                     )
                     other.execute("SELECT 1")  # in a transaction until the stack closes: a server held
-                row = conn.execute("SELECT current_setting('memvisor.probe', true)").fetchone()
-            if not (row and row[0] == token):
+                row = conn.execute(
+                    "SELECT current_setting('memvisor.probe', true), pg_backend_pid()"
+                ).fetchone()
+            if not row or row[0] != token or (first and row[1] != first[0]):
                 return False
         return True
 
