@@ -30,6 +30,7 @@ from supervisor.errors import (
     DrainingError,
     IdempotencyConflictError,
     NotCancellableError,
+    OutputNotFoundError,
     QueueFullError,
     StoreUnavailableError,
     TaskNotFoundError,
@@ -396,6 +397,26 @@ class Supervisor:
 
     def outputs_dir(self) -> Path:
         return self.settings.outputs_dir()
+
+    async def output(self, task_id: str, name: str) -> tuple[dict[str, Any], Path | None]:
+        """One of a task's output files as its result lists it, and where it is on this instance's
+        disk (None: in the database, read with ``output_chunks``); OutputNotFoundError if neither."""
+        row = await self.get(task_id)
+        listed = outputs.listed_file(self.outputs_dir(), task_id, name, row.result)
+        if listed is not None:
+            return listed, outputs.task_dir(self.outputs_dir(), task_id) / listed["name"]
+        named = outputs.named_in(row.result, name)
+        if named is None or not self.db.postgres:
+            raise OutputNotFoundError(task_id, name)
+        if await self.db.run(self.store.output_chunk, task_id, name, 0) is None:
+            raise OutputNotFoundError(task_id, name)  # past its retention
+        return named, None
+
+    async def output_chunks(self, task_id: str, name: str) -> AsyncIterator[bytes]:
+        seq = 0
+        while (chunk := await self.db.run(self.store.output_chunk, task_id, name, seq)) is not None:
+            yield chunk
+            seq += 1
 
     # ----- what the claimer asks (queue.Host) ------------------------------------------------
 

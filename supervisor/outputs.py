@@ -101,13 +101,18 @@ def discard(root: Path, task_id: str) -> None:
 
 def listed_file(root: Path, task_id: str, name: str, result: dict[str, Any] | None) -> dict[str, Any] | None:
     """The listing of ``name`` if the task's result names it and it is still there, else None."""
-    if not is_safe_name(name) or not isinstance(result, dict):
-        return None
-    names = {f.get("name") for f in result.get("files") or () if isinstance(f, dict)}
-    if name not in names:
+    if named_in(result, name) is None:
         return None
     present = {f["name"]: f for f in list_outputs(task_dir(root, task_id))}
     return present.get(name)
+
+
+def named_in(result: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
+    """The listing of ``name`` in a task's result, if it has one under that (safe) name."""
+    if not is_safe_name(name) or not isinstance(result, dict):
+        return None
+    listed = [f for f in result.get("files") or () if isinstance(f, dict) and f.get("name") == name]
+    return listed[0] if listed else None
 
 
 def expired(ages: Iterable[tuple[str, float]], now: float, retention_s: float, active: set[str]) -> list[str]:

@@ -20,7 +20,7 @@ from sqlmodel import col, select
 
 from supervisor.database import Database
 from supervisor.instances import Process, db_now, is_dead, read_instances
-from supervisor.schema import InstanceRow, TaskFileRow, TaskRow
+from supervisor.schema import InstanceRow, TaskFileRow, TaskOutputRow, TaskRow
 from supervisor.states import FINAL, Reason, State
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,9 @@ def _move(db: Database, conn: Connection, where: ColumnElement[bool], **values: 
     return ids
 
 
-def purge(db: Database, retention_s: float) -> int:
-    """Delete tasks final for longer than ``retention_s`` (and any file of theirs), a batch at a time."""
+def purge(db: Database, retention_s: float, output_retention_s: float | None = None) -> int:
+    """Delete tasks final for longer than ``retention_s`` (and any file of theirs), a batch at a time,
+    and the stored outputs of tasks final for longer than ``output_retention_s``."""
 
     def work() -> int:
         with db.transaction(immediate=True) as conn:
@@ -113,7 +114,12 @@ def purge(db: Database, retention_s: float) -> int:
             ids = [row[0] for row in conn.execute(old).all()]
             if ids:
                 conn.execute(delete(TaskFileRow).where(col(TaskFileRow.task_id).in_(ids)))
+                conn.execute(delete(TaskOutputRow).where(col(TaskOutputRow.task_id).in_(ids)))
                 conn.execute(delete(TaskRow).where(col(TaskRow.id).in_(ids)))
+            if output_retention_s is not None and db.postgres:
+                stale = db_now(db, conn) - timedelta(seconds=output_retention_s)
+                done = select(TaskRow.id).where(col(TaskRow.finished_at) < stale).scalar_subquery()
+                conn.execute(delete(TaskOutputRow).where(col(TaskOutputRow.task_id).in_(done)))
             return len(ids)
 
     return db.guard(work)

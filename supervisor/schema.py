@@ -108,3 +108,14 @@ class TaskFileRow(SQLModel, table=True):
     name: str = Field(primary_key=True)
     seq: int = Field(primary_key=True)
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class TaskOutputRow(SQLModel, table=True):
+    """Files a task wrote (its result lists them), in chunks, where the database is shared (PostgreSQL)."""
+
+    __tablename__ = "task_outputs"
+
+    task_id: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)
+    seq: int = Field(primary_key=True)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

@@ -19,6 +19,7 @@ from supervisor import outputs
 from supervisor.broker import Broker
 from supervisor.config import SupervisorSettings
 from supervisor.enforcement import task_limits
+from supervisor.errors import StoreUnavailableError
 from supervisor.host import WorkerHost
 from supervisor.outcomes import Outcomes
 from supervisor.privileges import Privileges
@@ -172,6 +173,21 @@ class Sessions:
         )
         self._send(worker, frame)
 
+    async def _share_outputs(self, task_id: str, verdict: Verdict) -> None:
+        """Where instances share a database, a task's files go into it (before its final state is
+        written), so that whichever instance a client asks can serve them; the local copy goes."""
+        files = (verdict.result or {}).get("files") or []
+        if not files or not self.store.db.postgres:
+            return
+        root = self.settings.outputs_dir()
+        names = [f["name"] for f in files]
+        try:
+            await self.store.db.run(self.store.save_outputs, task_id, outputs.task_dir(root, task_id), names)
+        except StoreUnavailableError as exc:  # this instance still serves them from its disk
+            log.warning("task %s: outputs kept on this instance only (%s)", task_id, exc)
+            return
+        outputs.discard(root, task_id)
+
     def _scratch_dir(self, worker: RunningWorker) -> Path:
         """The attempt's TMPDIR: under the broker's runtime directory, whose path is short and private."""
         parent = self.broker.runtime_dir / "tmp"
@@ -217,6 +233,7 @@ class Sessions:
         retry = should_retry(verdict, worker.retriable, worker.attempt, worker.max_attempts)
         if not retry:  # a final success lists its output files; any other ending removes them
             verdict = outputs.settle(self.settings.outputs_dir(), worker.task_id, verdict)
+            await self._share_outputs(worker.task_id, verdict)
         self.outcomes.learn(worker.kind, worker.peak_rss_mb)
         try:
             await self.outcomes.end(worker.task_id, worker.attempt, verdict, retry, fields)

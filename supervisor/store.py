@@ -18,7 +18,15 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
 from supervisor.database import Database
-from supervisor.schema import NOTIFY_CHANNEL, KindStatRow, TaskFileRow, TaskRow, as_utc, utcnow
+from supervisor.schema import (
+    NOTIFY_CHANNEL,
+    KindStatRow,
+    TaskFileRow,
+    TaskOutputRow,
+    TaskRow,
+    as_utc,
+    utcnow,
+)
 from supervisor.states import FINAL, State, sources_of
 
 __all__ = ["Store", "TaskRow", "as_utc", "utcnow"]
@@ -260,6 +268,23 @@ class Store:
         )
         return self.db.guard(lambda: self._session_do(lambda s: s.exec(query).first()))
 
+    def save_outputs(self, task_id: str, directory: Path, names: Sequence[str]) -> None:
+        """A finished task's listed output files, in chunks, so that any instance can serve them."""
+
+        def work() -> None:
+            with self.db.transaction() as conn:
+                conn.execute(delete(TaskOutputRow).where(col(TaskOutputRow.task_id) == task_id))
+                for name in names:
+                    _store_chunks(conn, TaskOutputRow, task_id, directory / name)
+
+        self.db.guard(work)
+
+    def output_chunk(self, task_id: str, name: str, seq: int) -> bytes | None:
+        query = select(TaskOutputRow.data).where(
+            TaskOutputRow.task_id == task_id, TaskOutputRow.name == name, TaskOutputRow.seq == seq
+        )
+        return self.db.guard(lambda: self._session_do(lambda s: s.exec(query).first()))
+
     def _execute(self, stmt: Any, params: dict[str, Any] | None = None) -> int:
         with self.db.transaction() as conn:
             return int(conn.execute(stmt, params).rowcount)
@@ -273,10 +298,18 @@ def _store_files(conn: Connection, task_id: str, files_dir: Path) -> bool:
     """Every file under ``files_dir``, in chunks, in the task's own insert transaction."""
     stored = False
     for path in sorted(p for p in files_dir.iterdir() if p.is_file()):
-        with path.open("rb") as source:
-            seq = 0
-            while chunk := source.read(CHUNK_BYTES):
-                conn.execute(insert(TaskFileRow).values(task_id=task_id, name=path.name, seq=seq, data=chunk))
-                seq += 1
+        _store_chunks(conn, TaskFileRow, task_id, path)
         stored = True
     return stored
+
+
+def _store_chunks(
+    conn: Connection, table: type[TaskFileRow | TaskOutputRow], task_id: str, path: Path
+) -> None:
+    with path.open("rb") as source:
+        seq = 0
+        while (chunk := source.read(CHUNK_BYTES)) or seq == 0:  # an empty file is one empty chunk
+            conn.execute(insert(table).values(task_id=task_id, name=path.name, seq=seq, data=chunk))
+            seq += 1
+            if not chunk:
+                break

@@ -33,7 +33,9 @@ async def instance_loop(sup: Supervisor) -> None:
             await sup.outcomes.sync_peaks()
             if time.monotonic() - purged_at > PURGE_EVERY_S:
                 purged_at = time.monotonic()
-                await sup.db.run(rescue.purge, sup.db, sup.settings.task_retention_s)
+                await sup.db.run(
+                    rescue.purge, sup.db, sup.settings.task_retention_s, sup.settings.output_retention_s
+                )
         except StoreUnavailableError as exc:
             log.warning("heartbeat failed: %s", exc)
 

@@ -22,6 +22,19 @@ def echo(payload: EchoInput, ctx: TaskContext) -> dict[str, Any]:
     return {"text": payload.text, "file_bytes": size}
 
 
+class WriteInput(BaseModel):
+    name: str = Field(pattern=r"^[a-z]+\.txt$")
+    text: str = Field(max_length=1000)
+    repeat: int = Field(default=1, ge=1, le=100_000)
+
+
+@task_kind("sample.write", input_model=WriteInput, estimate_mb=40, ceiling_mb=128, timeout_s=30)
+def write(payload: WriteInput, ctx: TaskContext) -> dict[str, Any]:
+    """Write the text, ``repeat`` times, into an output file of the task."""
+    (ctx.output_dir / payload.name).write_text(payload.text * payload.repeat)
+    return {"written": payload.name}
+
+
 @task_kind("sample.switched", input_model=EchoInput, estimate_mb=40, ceiling_mb=128, switch="DISABLE_OCR")
 def switched(payload: EchoInput, ctx: TaskContext) -> dict[str, Any]:
     """A kind behind the DISABLE_OCR switch, to test switches without the OCR models."""

@@ -181,6 +181,26 @@ def test_split_roles_api_instance_serves_workers_run(make_server, database) -> N
         left = conn.execute("SELECT count(*) FROM memvisor.task_files").fetchone()
     assert left == (0,), "the stored file went with the task's final state"
 
+    # An output file written on a worker instance, served by the api instance from the database.
+    line, repeat = "output of a worker instance ", 50_000
+    text = line * repeat  # 1.4 MB: more than one chunk
+    wrote = api.client.post(
+        "/v1/tasks",
+        json={"kind": "sample.write", "payload": {"name": "out.txt", "text": line, "repeat": repeat}},
+        params={"wait_s": 30},
+    )
+    assert wrote.status_code == 200 and wrote.json()["state"] == "succeeded", wrote.text
+    assert wrote.json()["result"]["files"] == [
+        {"name": "out.txt", "size_bytes": len(text), "media_type": "text/plain"}
+    ]
+    served = api.client.get(f"/v1/tasks/{wrote.json()['id']}/files/out.txt")
+    assert served.status_code == 200 and served.text == text
+    assert served.headers["content-disposition"] == 'attachment; filename="out.txt"'
+    assert api.client.get(f"/v1/tasks/{wrote.json()['id']}/files/other.txt").status_code == 404
+    for worker in workers:
+        outputs_dir = worker.data_dir / "outputs"
+        assert not (outputs_dir.exists() and list(outputs_dir.iterdir())), "the database holds them"
+
 
 def _sse_events(server: Server, task_id: str) -> list[tuple[str, Any]]:
     events: list[tuple[str, Any]] = []

@@ -66,7 +66,7 @@ def test_first_release_postgres_database_is_upgraded_in_place(make_server, postg
         peaks = conn.execute("SELECT peaks_mb FROM memvisor.kind_stats WHERE kind = 'diag.sleep'").fetchone()
     assert not tables & {"tasks", "kind_stats", "alembic_version"}, tables
     assert {"tasks", "kind_stats", "instances", "task_files", "alembic_version"} <= moved
-    assert version == ("0002",)
+    assert version == ("0003",)
     assert peaks is not None and peaks[0][:2] == [31.5, 32.0], "learned peaks kept"
 
 
@@ -90,6 +90,6 @@ def test_first_release_sqlite_database_is_upgraded_in_place(tmp_path: Path) -> N
     again = Database(f"sqlite:///{path}")  # a second boot finds nothing to do
     again.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
         columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
     assert {"owner_id", "idempotency_key", "cancel_requested", "has_files"} <= columns

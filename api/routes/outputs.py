@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from api.auth import require_user
 from api.deps import SupervisorDep
 from api.errors import MemvisorRoute
 from api.routes.tasks import REFUSALS, TaskId
-from supervisor import outputs
-from supervisor.errors import OutputNotFoundError
 
 router = APIRouter(
     route_class=MemvisorRoute, prefix="/v1/tasks", tags=["tasks"], dependencies=[Depends(require_user)]
@@ -26,15 +24,20 @@ FileName = Annotated[str, Path(max_length=128, description="a name listed in the
     response_class=FileResponse,
     summary="Download a file the task wrote (listed in its result's files, kept for OUTPUT_RETENTION_S)",
 )
-async def get_file(task_id: TaskId, name: FileName, supervisor: SupervisorDep) -> FileResponse:
-    row = await supervisor.get(task_id)
-    root = supervisor.outputs_dir()
-    listed = outputs.listed_file(root, task_id, name, row.result)
-    if listed is None:
-        raise OutputNotFoundError(task_id, name)
-    return FileResponse(
-        outputs.task_dir(root, task_id) / listed["name"],
-        media_type=listed["media_type"],
-        filename=listed["name"],
-        content_disposition_type="attachment",
+async def get_file(task_id: TaskId, name: FileName, supervisor: SupervisorDep) -> Response:
+    listed, path = await supervisor.output(task_id, name)
+    if path is not None:
+        return FileResponse(
+            path,
+            media_type=listed["media_type"],
+            filename=listed["name"],
+            content_disposition_type="attachment",
+        )
+    # Held by the database (another instance ran the task): streamed a chunk at a time.
+    headers = {
+        "content-disposition": f'attachment; filename="{listed["name"]}"',
+        "content-length": str(listed["size_bytes"]),
+    }
+    return StreamingResponse(
+        supervisor.output_chunks(task_id, listed["name"]), media_type=listed["media_type"], headers=headers
     )
