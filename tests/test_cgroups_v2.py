@@ -20,9 +20,12 @@ from supervisor.backstop import Backstop, CgroupFacts, choose, facts, open_backs
 from supervisor.cgroups_v2 import API_LEAF, DelegatedCgroups
 from supervisor.host import WorkerHost
 from supervisor.memory import MB, Cgroup, own_cgroup
+from supervisor.privileges import Privileges
+from supervisor.privileges_config import PrivilegeSettings
 from supervisor.states import Reason, State
 from supervisor.verdict import Ending, judge
 from supervisor.worker import RunningWorker
+from workers.catalog import Catalog
 
 SERVICE = "user.slice/user-10001.slice/user@10001.service/app.slice/memvisor.service"
 Writes = list[tuple[str, str]]
@@ -144,7 +147,8 @@ def test_workers_get_leaves_with_their_ceilings(tree: tuple[Path, Path], writes:
 def test_an_oom_kill_in_a_worker_leaf_is_its_ceiling_and_not_the_pools(
     tree: tuple[Path, Path], writes: Writes
 ) -> None:
-    host = WorkerHost((), use_cgroups=True)
+    privileges = Privileges(PrivilegeSettings(), Catalog(kinds={}, disabled={}, modules=()), tree[0])
+    host = WorkerHost((), use_cgroups=True, privileges=privileges)
     host.cgroups = _open(tree)
     worker = RunningWorker("t1", "diag.alloc", 1, b"t1:1", 200, 200, 60, False, 1)
     worker.cgroup = host.cgroups.add("task-t1-1", 200)
