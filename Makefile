@@ -57,7 +57,7 @@ run: install models worker-user
 	OCR_MODEL_DIR=$(abspath $(OCR_MODEL_DIR)) exec $(BIN)/python -m api
 
 test: install models system-deps worker-user
-	OCR_MODEL_DIR=$(abspath $(OCR_MODEL_DIR)) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	OCR_MODEL_DIR=$(abspath $(OCR_MODEL_DIR)) $(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
 
 # Under 15 minutes; BENCH_ARGS=--quick for a two-minute smoke run. Writes bench/results/.
 bench: install models
