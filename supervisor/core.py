@@ -49,6 +49,8 @@ from supervisor.watchdog import Watchdog
 from supervisor.worker import RunningWorker
 from workers.catalog import Catalog
 
+__all__ = ["Submission", "Supervisor"]  # the API's one interface: a request, and who answers it
+
 log = logging.getLogger(__name__)
 
 PSS_GUARD_INTERVAL_S = 0.5
