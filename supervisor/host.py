@@ -11,10 +11,11 @@ import logging
 
 from supervisor.backstop import open_backstop
 from supervisor.cgroups import WorkerCgroups
+from supervisor.errors import ZygoteLostError
 from supervisor.memory import MB, Cgroup
 from supervisor.privileges import Privileges
 from supervisor.worker import RunningWorker
-from supervisor.zygote import WorkerProcess, Zygote, ZygoteLostError
+from supervisor.zygote import WorkerProcess, Zygote
 from workers import protocol
 
 SPARE_ATTEMPT = 0  # a spare's identity is its own, not a task's: no attempt of any task is 0

@@ -17,9 +17,10 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from supervisor.errors import ZygoteLostError
 from supervisor.host import SPARE_ATTEMPT, WorkerHost
 from supervisor.memory import Cgroup
-from supervisor.zygote import WorkerProcess, ZygoteLostError
+from supervisor.zygote import WorkerProcess
 from workers import protocol
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.errors import SupervisorError
+from supervisor.errors import ZygoteLostError
 from supervisor.memory import MB
 
 log = logging.getLogger(__name__)
@@ -29,10 +29,6 @@ CHILD_ENV = {"MALLOC_ARENA_MAX": "2", "PYTHONDONTWRITEBYTECODE": "1"}
 START_TIMEOUT_S = 60.0
 FORK_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
-
-
-class ZygoteLostError(SupervisorError):
-    """The zygote died or could not be started."""
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from typing import Any, TypedDict
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from workers.agent_config import AgentSettings
-from workers.errors import TaskInputError, UnknownKindError
+from workers.errors import LLMError, TaskInputError, UnknownKindError
 from workers.rag import query_collection
 from workers.rag_models import CollectionName, RagQuery
 from workers.rag_store import STORES, needs_network
@@ -106,10 +106,6 @@ def _ocr_models(data_dir: Path) -> list[Path]:
     except ImportError:
         return []
     return [model_dir(data_dir)]
-
-
-class LLMError(Exception):
-    """The chat-completions call failed; the message says how, for the caller."""
 
 
 # ---------------------------------------------------------------------------------------------------
