@@ -10,9 +10,10 @@ from collections.abc import Callable
 from supervisor.config import SupervisorSettings
 from supervisor.container import ContainerProbe, Reading
 from supervisor.host import WorkerHost
-from supervisor.memory import MB, process_tree, pss_mb
+from supervisor.memory import process_tree, pss_mb
 from supervisor.spares import Spares
 from supervisor.worker import RunningWorker
+from workers.units import MB
 
 BASE_REFRESH_S = 1.0
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import psutil
 
-MB = 1024 * 1024
+from workers.units import MB  # bench/ reads it here too
+
 UNLIMITED_BYTES = 1 << 60  # cgroup v1 reports "no limit" as a page-rounded LONG_MAX
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")

@@ -195,7 +195,7 @@ class Sessions:
         worker.peak_rss_mb = max(worker.peak_rss_mb, end.maxrss_mb)
         if self.watchdog is not None:
             self.watchdog.remove(worker)
-        task_oom = self.host.task_oom(worker)
+        task_oom = worker.cgroup_oom()
         if task_oom:
             worker.peak_rss_mb = max(worker.peak_rss_mb, worker.ceiling_mb)
         ending = Ending(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
 import uuid
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 
 from supervisor.errors import ZygoteLostError
 from supervisor.host import SPARE_ATTEMPT, WorkerHost
+from supervisor.kill import signal_tree
 from supervisor.memory import Cgroup
 from supervisor.zygote import WorkerProcess
 from workers import protocol
@@ -157,9 +157,7 @@ class Spares:
         self._spares.pop(spare.routing_id, None)
         process = spare.process
         if process is not None and not process.exited.done():
-            for kill in (os.killpg, os.kill):  # its group, or itself if it has not called setsid yet
-                with contextlib.suppress(ProcessLookupError):
-                    kill(process.pid, signal.SIGKILL)
+            signal_tree(process.pid, [process.pid], signal.SIGKILL)  # the rest dies with its cgroup
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(process.exited), DISPOSE_WAIT_S)
         await asyncio.to_thread(self.host.remove_cgroup, spare.cgroup)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from supervisor.errors import ZygoteLostError
-from supervisor.memory import MB
+from workers.units import MB
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,12 @@ from hypothesis import strategies as st
 from supervisor.admission import plan, reserve_mb
 from supervisor.config import SupervisorSettings
 from supervisor.enforcement import Enforcement, cpu_quota, task_limits
-from supervisor.memory import MB, own_cgroup
+from supervisor.memory import own_cgroup
 from supervisor.states import Reason, State
 from supervisor.verdict import Ending, judge
 from tests.harness import run_fresh
 from workers.limits import data_limit_bytes
+from workers.units import MB
 
 POD = "kubepods.slice/kubepods-burstable.slice/pod1/cri-containerd-abc.scope"
 STAT = "anon 104857600\nfile 62914560\nshmem 20971520\ninactive_file 31457280\nactive_file 10485760\n"

@@ -31,10 +31,10 @@ import traceback
 from typing import Any
 
 from workers import sandbox
+from workers.lifeline import EXIT_SOFTWARE, die_with_parent
 from workers.limits import ZYGOTE_OOM_SCORE_ADJ, raise_oom_score
 from workers.procname import SPARE_NAME, WORKER_NAME, ZYGOTE_NAME, set_process_name
 
-PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -75,7 +75,7 @@ class ZygoteServer:
 
     def _become_worker(self, request: dict[str, Any]) -> None:
         """In the child: drop the zygote's state, join the task's cgroup, run the worker. Never returns."""
-        code = 70
+        code = EXIT_SOFTWARE  # unless worker_main exits with its own code
         try:
             spare = bool(request.get("spare"))
             set_process_name(SPARE_NAME if spare else WORKER_NAME)
@@ -120,8 +120,8 @@ class ZygoteServer:
 
 
 def _prepare(preload: list[str]) -> None:
+    die_with_parent()  # never outlive the supervisor
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the supervisor
     # A worker's children outlive it if it is killed: they are re-parented here and reaped, rather
     # than left as zombies under a PID 1 that may not reap (a container's entrypoint often doesn't).
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
