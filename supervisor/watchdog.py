@@ -42,7 +42,6 @@ class Watchdog:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="memvisor-watchdog", daemon=True)
         self.rounds = 0
-        self.last_usage_mb = 0.0
         self.cpu_s = 0.0  # the watchdog thread's own CPU time, read at the end of each round
         self.native_id: int | None = None
 
@@ -130,7 +129,6 @@ class Watchdog:
             return  # without workers there is nothing the guard could do
         self._guarded_at = now
         usage_mb = self._usage_mb([pid for w in workers for pid in w.last_pids])
-        self.last_usage_mb = usage_mb
         if usage_mb < self._high_water_mb():
             return
         if any(w.sigkill_sent for w in workers):

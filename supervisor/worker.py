@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from supervisor.kill import signal_tree
-from supervisor.memory import Cgroup, descendants, process_tree
+from supervisor.memory import Cgroup, process_tree
 from supervisor.states import Reason
 
 
@@ -107,12 +107,10 @@ class RunningWorker:
         except OSError:
             return False
 
-    def tree_pids(self, parents: dict[int, int] | None = None) -> list[int]:
+    def tree_pids(self) -> list[int]:
         if self.cgroup is not None:
             try:
                 return self.cgroup.pids()
             except OSError:
                 return []
-        if parents is not None:
-            return descendants(self.pid, parents)
         return process_tree(self.pid) if self.pid > 0 else []

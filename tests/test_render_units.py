@@ -202,7 +202,7 @@ def test_process_tree_from_children_lists_matches_a_full_scan() -> None:
     """The watchdog's cheap walk finds the same tree as a scan of every process."""
     import subprocess
 
-    from supervisor.memory import descendants, parent_map, process_tree
+    from supervisor.memory import process_tree
     from tests.harness import until
 
     parent = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & wait"])
@@ -210,9 +210,29 @@ def test_process_tree_from_children_lists_matches_a_full_scan() -> None:
         tree = until(
             lambda: len(process_tree(parent.pid)) == 3 and process_tree(parent.pid), 10, "2 children"
         )
-        assert sorted(tree) == sorted(descendants(parent.pid, parent_map()))
+        assert sorted(tree) == sorted(_scan_tree(parent.pid))
         assert process_tree(2**22 + 12345) == []  # no such process
     finally:
         for pid in process_tree(parent.pid):
             os.kill(pid, signal.SIGKILL)
         parent.wait()
+
+
+def _scan_tree(root: int) -> list[int]:
+    """The reference: every process on the machine read from /proc/<pid>/stat, then walked from root."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_bytes()
+            except OSError:
+                continue
+            # The command name may contain spaces and parentheses: split after the last ')'.
+            ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        tree.append(pid)
+        stack.extend(children.get(pid, ()))
+    return tree

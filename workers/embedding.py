@@ -271,9 +271,6 @@ class MiniLMEmbedder:
         gc.collect()
         _malloc_trim()
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text).ids)
-
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Unit vectors for ``texts``, in order."""
         if not texts:
