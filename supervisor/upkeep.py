@@ -24,15 +24,15 @@ TICK_S = 0.5  # the budget, and the pool's hard limit, are re-read this often
 
 async def instance_loop(sup: Supervisor) -> None:
     """Heartbeat, then rescue the dead's tasks, learn the shared estimates, purge old tasks."""
-    purged_at = 0.0
+    purged_mono = 0.0
     while True:
         await asyncio.sleep(sup.settings.heartbeat_interval_s)
         try:
             await sup.db.run(sup.instances.beat, report(sup))
             await rescue_once(sup)
             await sup.outcomes.sync_peaks()
-            if time.monotonic() - purged_at > PURGE_EVERY_S:
-                purged_at = time.monotonic()
+            if time.monotonic() - purged_mono > PURGE_EVERY_S:
+                purged_mono = time.monotonic()
                 await sup.db.run(rescue.purge, sup.db, sup.settings.task_retention_s)
         except StoreUnavailableError as exc:
             log.warning("heartbeat failed: %s", exc)

@@ -36,7 +36,7 @@ class Watchdog:
         self._high_water_mb = high_water_mb
         # Reading the container's usage may be costly (PSS walks every mapping): not every round.
         self._guard_interval_s = guard_interval_s
-        self._guarded_at = 0.0
+        self._guarded_mono = 0.0
         self._workers: dict[bytes, RunningWorker] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -125,9 +125,9 @@ class Watchdog:
 
     def _guard(self, workers: list[RunningWorker]) -> None:
         now = time.monotonic()
-        if not workers or now - self._guarded_at < self._guard_interval_s:
+        if not workers or now - self._guarded_mono < self._guard_interval_s:
             return  # without workers there is nothing the guard could do
-        self._guarded_at = now
+        self._guarded_mono = now
         usage_mb = self._usage_mb([pid for w in workers for pid in w.last_pids])
         if usage_mb < self._high_water_mb():
             return

@@ -163,7 +163,7 @@ def test_an_oom_kill_in_a_worker_leaf_is_its_ceiling_and_not_the_pools(
     (pool / "memory.events.local").write_text("oom 0\noom_kill 0\n")
     assert worker.cgroup_oom()
     assert not host.new_pool_oom()
-    verdict = judge(Ending(exitcode=-9, task_oom=worker.cgroup_oom(), pool_oom=host.new_pool_oom()))
+    verdict = judge(Ending(exit_code=-9, task_oom=worker.cgroup_oom(), pool_oom=host.new_pool_oom()))
     assert (verdict.state, verdict.reason) == (State.KILLED, Reason.MEMORY_CEILING)
     (pool / "memory.events.local").write_text("oom 1\noom_kill 0\n")  # the pool's own limit acted
     assert host.new_pool_oom() and not host.new_pool_oom()  # counted once

@@ -161,7 +161,10 @@ def test_a_memory_error_under_the_data_limit_is_the_ceiling(
     limited: bool, kill: Reason | None, error: str
 ) -> None:
     ending = Ending(
-        exitcode=0, outcome={"error": {"type": error, "message": "m"}}, kill_reason=kill, data_limited=limited
+        exit_code=0,
+        outcome={"error": {"type": error, "message": "m"}},
+        kill_reason=kill,
+        data_limited=limited,
     )
     verdict = judge(ending)
     if limited and error == "MemoryError" and kill in (None, Reason.MEMORY_CEILING):

@@ -7,7 +7,7 @@ speaks JSON lines over one inherited Unix socket:
     supervisor -> zygote: {"op": "fork", "seq", "task_id", "attempt", "endpoint", "threads", "cgroup",
                            "spare", "network"}
     zygote -> supervisor: {"op": "ready", "pid"} | {"op": "forked", "seq", "pid"}
-                        | {"op": "exit", "pid", "exitcode", "maxrss_kb"}
+                        | {"op": "exit", "pid", "exit_code", "maxrss_kb"}
 
 Why not fork from the API process: it has threads (ZeroMQ I/O, the watchdog, uvicorn's helpers).
 Why not multiprocess's forkserver: it pickles each request, starts a resource-tracker process, and
@@ -112,8 +112,8 @@ class ZygoteServer:
                 return
             if pid in self.children:  # else an orphaned grandchild we adopted and just reaped
                 self.children.discard(pid)
-                exitcode = os.waitstatus_to_exitcode(status)
-                self._send({"op": "exit", "pid": pid, "exitcode": exitcode, "maxrss_kb": usage.ru_maxrss})
+                exit_code = os.waitstatus_to_exitcode(status)
+                self._send({"op": "exit", "pid": pid, "exit_code": exit_code, "maxrss_kb": usage.ru_maxrss})
 
     def _send(self, message: dict[str, Any]) -> None:
         self.control.sendall(json.dumps(message).encode() + b"\n")
