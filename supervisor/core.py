@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -343,7 +342,7 @@ class Supervisor:
     def refused(self, task_id: str, verdict: Verdict) -> None:
         log.warning("task %s refused: %s", task_id, verdict.error_message)
         self.publish(task_id, verdict.state, reason=verdict.reason)
-        shutil.rmtree(self.settings.spool_dir() / task_id, ignore_errors=True)
+        self.outcomes.drop_files(task_id)
 
     # ----- upkeep (supervisor/upkeep.py) -----------------------------------------------------
 

@@ -104,7 +104,7 @@ async def cancel(sup: Supervisor, task_id: str) -> TaskRow:
         fields = {"reason": Reason.CANCELLED, "finished_at": utcnow()}
         if await sup.db.run(sup.store.transition, task_id, State.CANCELLED, State.QUEUED, **fields):
             sup.publish(task_id, State.CANCELLED, reason=Reason.CANCELLED)
-            shutil.rmtree(sup.spool_dir() / task_id, ignore_errors=True)
+            sup.outcomes.drop_files(task_id)
             return await sup.get(task_id)
     # Running on another instance (or claimed meanwhile): its owner hears and cancels it.
     if await sup.db.run(sup.store.request_cancel, task_id):

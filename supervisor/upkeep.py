@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +49,7 @@ async def rescue_once(sup: Supervisor) -> None:
         sup.publish(task_id, State.QUEUED, reason=Reason.INTERRUPTED)
     for task_id in done.failed:
         sup.publish(task_id, State.FAILED, reason=Reason.INTERRUPTED)
-        shutil.rmtree(sup.spool_dir() / task_id, ignore_errors=True)  # SQLite's spool: the only copy
+        sup.outcomes.drop_files(task_id)  # SQLite's spool: the only copy
     if done.requeued:
         sup.claim_soon()
 
