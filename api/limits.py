@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.uploads import MB, UploadTooLargeError
+from api.uploads import UploadTooLargeError
+from workers.units import MB
 
 
 class BodyLimitMiddleware:

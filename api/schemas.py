@@ -1,4 +1,4 @@
-"""Request and response models of the task routes (the Contract of DESIGN.md)."""
+"""Request and response models of the task routes (the contract in docs/architecture.md)."""
 
 from __future__ import annotations
 

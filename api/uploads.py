@@ -6,20 +6,19 @@ Files never travel through the worker socket: the worker reads them from the spo
 from __future__ import annotations
 
 import errno
-import re
 import shutil
 import uuid
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import imagesize
 from starlette.datastructures import UploadFile
 
 from workers.errors import MemvisorError
+from workers.names import plain_name
+from workers.units import MB
 
 CHUNK_BYTES = 1 << 20
-MB = 1024 * 1024
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 IMAGE_FORMATS = ("png", "jpeg", "gif", "bmp", "tiff", "webp")
 
 
@@ -45,20 +44,13 @@ def new_task_id() -> str:
     return uuid.uuid4().hex
 
 
-def safe_name(filename: str | None, index: int) -> str:
-    """The base name only, in a conservative alphabet: no traversal, no hidden files, no surprises."""
-    base = PurePosixPath((filename or "").replace("\\", "/")).name
-    cleaned = _UNSAFE.sub("_", base).lstrip("._")[:100]
-    return cleaned or f"upload-{index}"
-
-
 async def save_uploads(files: Sequence[UploadFile], spool: Path, max_mb: float) -> list[str]:
     """Write every file into ``spool`` (created here); on any refusal nothing is left behind."""
     names: list[str] = []
     try:
         spool.mkdir(parents=True)
         for index, upload in enumerate(files):
-            name = safe_name(upload.filename, index)
+            name = plain_name(upload.filename, f"upload-{index}")  # workers/names.py
             if name in names:
                 name = f"{index}-{name}"
             await _copy(upload, spool / name, int(max_mb * MB))

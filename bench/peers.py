@@ -4,8 +4,8 @@
 
 Engines: ``ppe-forkserver`` / ``ppe-spawn`` (concurrent.futures.ProcessPoolExecutor with
 max_tasks_per_child=1, so every task gets a new process), ``mp-forkserver`` (multiprocess's
-forkserver, Process start+join: the library DESIGN.md first proposed), ``fork`` (bare os.fork +
-os._exit + waitpid: the floor). Only the stdlib (and multiprocess) is imported here.
+forkserver, Process start+join: the library the first design proposed, see docs/architecture.md),
+``fork`` (bare os.fork + os._exit + waitpid: the floor). Only the stdlib (and multiprocess) is imported here.
 """
 
 from __future__ import annotations

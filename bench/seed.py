@@ -26,7 +26,8 @@ SEED_MODULES = (
     "easyocr",
 )
 # PyPI's torchvision is a CUDA build; against CPU-only torch its C ops do not load and its import dies
-# in _meta_registrations. Defining these schemas first lets the pure-Python parts load (DESIGN.md).
+# in _meta_registrations. Defining these schemas first lets the pure-Python parts load
+# (docs/architecture.md).
 TORCHVISION_SCHEMAS = ("nms", "qnms")
 
 

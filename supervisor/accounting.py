@@ -10,9 +10,10 @@ from collections.abc import Callable
 from supervisor.config import SupervisorSettings
 from supervisor.container import ContainerProbe, Reading
 from supervisor.host import WorkerHost
-from supervisor.memory import MB, process_tree, pss_mb
+from supervisor.memory import process_tree, pss_mb
 from supervisor.spares import Spares
 from supervisor.worker import RunningWorker
+from workers.units import MB
 
 BASE_REFRESH_S = 1.0
 
@@ -32,7 +33,7 @@ class Accounting:
         self._running = running
         self._spares = spares
         self._idle_base_mb: float | None = None
-        self._base_read_at = 0.0
+        self._base_read_mono = 0.0
 
     def base_mb(self) -> float:
         """What the container holds besides the workers, measured the same way in every mode.
@@ -50,7 +51,7 @@ class Accounting:
         if pool_mb is not None and cgroup is not None:
             return max(0.0, cgroup.unreclaimable_bytes() / MB - pool_mb)
         now = time.monotonic()
-        stale = now - self._base_read_at > BASE_REFRESH_S
+        stale = now - self._base_read_mono > BASE_REFRESH_S
         if self._idle_base_mb is None or (stale and not self._running()):
             tree = self._zygote_tree()
             if self._idle_base_mb is not None and set(tree) - {
@@ -63,7 +64,7 @@ class Accounting:
                 self._idle_base_mb = max(0.0, cgroup.unreclaimable_bytes() / MB - helpers_mb)
             else:
                 self._idle_base_mb = pss_mb([os.getpid()]) + helpers_mb
-            self._base_read_at = now
+            self._base_read_mono = now
         return self._idle_base_mb
 
     def _zygote_tree(self) -> list[int]:

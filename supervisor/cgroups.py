@@ -14,14 +14,15 @@ moving the API process itself); elsewhere the watchdog alone enforces ceilings.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 import time
 from pathlib import Path
 
-from supervisor.memory import MB, Cgroup, own_cgroup
+from supervisor.kill import signal_pids
+from supervisor.memory import Cgroup, own_cgroup
+from workers.units import MB
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +104,10 @@ def remove_stale_pools(parent: Path) -> None:
 
 def _kill_all(path: Path) -> None:
     try:
-        pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
+        pids = Cgroup(1, path).pids()  # cgroup.procs reads the same in v1 and v2
     except OSError:
         return
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    signal_pids(pids, signal.SIGKILL)
 
 
 def _rmdir(path: Path) -> None:

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor.cgroups import POOL_PREFIX, WorkerCgroups, remove_stale_pools
-from supervisor.memory import MB, Cgroup
+from supervisor.memory import Cgroup
+from workers.units import MB
 
 log = logging.getLogger(__name__)
 

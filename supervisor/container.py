@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from supervisor.memory import MB, own_cgroup
+from supervisor.memory import own_cgroup
+from workers.units import MB
 
 DEFAULT_LIMIT_MB = 512.0
 

@@ -2,8 +2,9 @@
 unless its role is ``api``, claims what fits its memory budget, runs each task in a fresh worker and
 records how each one ended. Runs in the API process's event loop; database calls run in threads.
 
-Its parts: queue.py (claim), sessions.py (workers), outcomes.py (endings), instances.py (heartbeat),
-rescue.py (dead instances, retention), wakeups.py (LISTEN), limits.py (runtime limits, memory).
+Its parts: requests.py (submit, cancel), queue.py (claim), sessions.py (workers), outcomes.py
+(endings), instances.py (heartbeat), rescue.py (dead instances, retention), wakeups.py (LISTEN),
+limits.py (runtime limits, memory), upkeep.py (background loops), watching.py (waits, streams).
 """
 
 from __future__ import annotations
@@ -11,27 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from supervisor import admission as admission_mod
-from supervisor import outputs, upkeep, wakeups, watching
+from supervisor import outputs, requests, upkeep, wakeups, watching
 from supervisor.accounting import Accounting
 from supervisor.config import SupervisorSettings
 from supervisor.container import ContainerProbe
 from supervisor.database import Database
 from supervisor.enforcement import Enforcement, detect
 from supervisor.errors import (
-    AdmissionRefusedError,
     DrainingError,
-    IdempotencyConflictError,
-    NotCancellableError,
-    OutputNotFoundError,
-    QueueFullError,
     StoreUnavailableError,
     TaskNotFoundError,
 )
@@ -43,7 +36,7 @@ from supervisor.outcomes import Outcomes
 from supervisor.privileges import Privileges
 from supervisor.privileges_config import PrivilegeSettings
 from supervisor.queue import Claimer, Room
-from supervisor.schema import utcnow
+from supervisor.requests import Submission
 from supervisor.sessions import Sessions
 from supervisor.spares import Spares
 from supervisor.states import Reason, State
@@ -55,21 +48,13 @@ from supervisor.watchdog import Watchdog
 from supervisor.worker import RunningWorker
 from workers.catalog import Catalog
 
+__all__ = ["Submission", "Supervisor"]  # the API's one interface: a request, and who answers it
+
 log = logging.getLogger(__name__)
 
 PSS_GUARD_INTERVAL_S = 0.5
 EXIT_DRAIN_S = 5.0
 RECHECK_LISTENING_S = 5.0  # a waiter re-reads its task this often even when NOTIFY reaches us
-
-
-@dataclass(frozen=True)
-class Submission:
-    kind: str
-    payload: dict[str, Any]
-    timeout_s: float | None = None
-    ceiling_mb: float | None = None
-    task_id: str | None = None  # chosen by the caller when files were spooled under it first
-    idempotency_key: str | None = None  # a repeated key returns the task it first created
 
 
 class Supervisor:
@@ -245,59 +230,8 @@ class Supervisor:
     # ----- requests --------------------------------------------------------------------------
 
     async def submit(self, sub: Submission, files_dir: Path | None = None) -> TaskRow:
-        """Validate, check that the task can fit some live instance, and queue it in the database.
-        Raises on any refusal. ``files_dir``: its files go with the task (into the database on
-        PostgreSQL, after which the local copy goes)."""
-        if self.draining:
-            raise DrainingError("the service is draining and admits no new task")
-        spec = self.catalog.resolve(sub.kind)
-        payload = spec.input_model.model_validate(sub.payload).model_dump(mode="json")
-        key = sub.idempotency_key
-        if key and (earlier := await self._earlier(key, spec.name, payload)):
-            return earlier
-        timeout_s = self.limits.timeout(sub.timeout_s, spec.timeout_s)
-        own_mb = self.admission.budget().budget_mb if self.runs_tasks else None
-        largest_mb = self.instances.largest_budget_mb(own_mb)
-        ceiling_mb = self.limits.ceiling(sub.ceiling_mb, self.admission.ceiling_mb(spec), largest_mb)
-        need_mb = self.admission.need_mb(spec, ceiling_mb)
-        if largest_mb is not None and need_mb > largest_mb:
-            raise AdmissionRefusedError(spec.name, need_mb, largest_mb)
-        row = TaskRow(
-            id=sub.task_id or uuid.uuid4().hex,
-            kind=spec.name,
-            payload=payload,
-            timeout_s=timeout_s,
-            ceiling_mb=ceiling_mb,
-            estimate_mb=need_mb,
-            retriable=spec.retriable,
-            max_attempts=self.settings.max_attempts if spec.retriable else 1,
-            idempotency_key=key,
-        )
-        try:
-            inserted = await self.db.run(self.store.insert, row, files_dir, self.settings.max_queue)
-        except StoreUnavailableError:
-            # Another submit with this key (here or on another instance) inserted first: the unique
-            # index refused ours; answer with its task. Anything else was a real failure.
-            if key and (earlier := await self._earlier(key, row.kind, row.payload)):
-                return earlier
-            raise
-        if inserted is None:
-            running = max(1, len(self.sessions.running))
-            raise QueueFullError(self.settings.max_queue, max(1, min(60, self.settings.max_queue // running)))
-        if files_dir is not None and self.db.postgres:
-            shutil.rmtree(files_dir, ignore_errors=True)  # the database holds them now
-        self.publish(row.id, State.QUEUED)
-        self.claim_soon()
-        return row
-
-    async def _earlier(self, key: str, kind: str, payload: dict[str, Any]) -> TaskRow | None:
-        """The task an earlier submit with this Idempotency-Key created, if it asked for the same work."""
-        row = await self.db.run(self.store.by_idempotency_key, key)
-        if row is None:
-            return None
-        if row.kind != kind or row.payload != payload:
-            raise IdempotencyConflictError(key, row.id)
-        return row
+        """Queue a task; raises on any refusal (supervisor/requests.py)."""
+        return await requests.submit(self, sub, files_dir)
 
     async def get(self, task_id: str) -> TaskRow:
         row = await self.db.run(self.store.get, task_id)
@@ -321,21 +255,7 @@ class Supervisor:
         return RECHECK_LISTENING_S if self.listening else self.settings.queue_poll_interval_s
 
     async def cancel(self, task_id: str) -> TaskRow:
-        row = await self.get(task_id)
-        worker = self.sessions.worker_of(task_id)
-        if worker is not None:
-            worker.terminate(Reason.CANCELLED)
-            return row
-        if row.state == State.QUEUED:
-            fields = {"reason": Reason.CANCELLED, "finished_at": utcnow()}
-            if await self.db.run(self.store.transition, task_id, State.CANCELLED, State.QUEUED, **fields):
-                self.publish(task_id, State.CANCELLED, reason=Reason.CANCELLED)
-                shutil.rmtree(self.settings.spool_dir() / task_id, ignore_errors=True)
-                return await self.get(task_id)
-        # Running on another instance (or claimed meanwhile): its owner hears and cancels it.
-        if await self.db.run(self.store.request_cancel, task_id):
-            return await self.get(task_id)
-        raise NotCancellableError(task_id, (await self.get(task_id)).state)
+        return await requests.cancel(self, task_id)
 
     async def list_tasks(self, **filters: Any) -> list[TaskRow]:
         return list(await self.db.run(lambda: self.store.search(**filters)))
@@ -399,24 +319,11 @@ class Supervisor:
         return self.settings.outputs_dir()
 
     async def output(self, task_id: str, name: str) -> tuple[dict[str, Any], Path | None]:
-        """One of a task's output files as its result lists it, and where it is on this instance's
-        disk (None: in the database, read with ``output_chunks``); OutputNotFoundError if neither."""
-        row = await self.get(task_id)
-        listed = outputs.listed_file(self.outputs_dir(), task_id, name, row.result)
-        if listed is not None:
-            return listed, outputs.task_dir(self.outputs_dir(), task_id) / listed["name"]
-        named = outputs.named_in(row.result, name)
-        if named is None or not self.db.postgres:
-            raise OutputNotFoundError(task_id, name)
-        if await self.db.run(self.store.output_chunk, task_id, name, 0) is None:
-            raise OutputNotFoundError(task_id, name)  # past its retention
-        return named, None
+        """A task's output file: its listing and its path here, or None where the database holds it."""
+        return await requests.output(self, task_id, name)
 
-    async def output_chunks(self, task_id: str, name: str) -> AsyncIterator[bytes]:
-        seq = 0
-        while (chunk := await self.db.run(self.store.output_chunk, task_id, name, seq)) is not None:
-            yield chunk
-            seq += 1
+    def output_chunks(self, task_id: str, name: str) -> AsyncIterator[bytes]:
+        return requests.output_chunks(self, task_id, name)
 
     # ----- what the claimer asks (queue.Host) ------------------------------------------------
 
@@ -442,7 +349,7 @@ class Supervisor:
     def refused(self, task_id: str, verdict: Verdict) -> None:
         log.warning("task %s refused: %s", task_id, verdict.error_message)
         self.publish(task_id, verdict.state, reason=verdict.reason)
-        shutil.rmtree(self.settings.spool_dir() / task_id, ignore_errors=True)
+        self.outcomes.drop_files(task_id)
 
     # ----- upkeep (supervisor/upkeep.py) -----------------------------------------------------
 

@@ -18,6 +18,7 @@ __all__ = [
     "SupervisorError",
     "TaskNotFoundError",
     "UnknownKindError",
+    "ZygoteLostError",
 ]
 
 
@@ -92,3 +93,7 @@ class NotCancellableError(SupervisorError):
 
 class StoreUnavailableError(SupervisorError):
     """The database cannot be reached or is locked."""
+
+
+class ZygoteLostError(SupervisorError):
+    """The zygote died or could not be started."""

@@ -11,11 +11,13 @@ import logging
 
 from supervisor.backstop import open_backstop
 from supervisor.cgroups import WorkerCgroups
-from supervisor.memory import MB, Cgroup
+from supervisor.errors import ZygoteLostError
+from supervisor.memory import Cgroup
 from supervisor.privileges import Privileges
 from supervisor.worker import RunningWorker
-from supervisor.zygote import WorkerProcess, Zygote, ZygoteLostError
+from supervisor.zygote import WorkerProcess, Zygote
 from workers import protocol
+from workers.units import MB
 
 SPARE_ATTEMPT = 0  # a spare's identity is its own, not a task's: no attempt of any task is 0
 
@@ -107,15 +109,6 @@ class WorkerHost:
         return await self.zygote.fork(
             identity, attempt, endpoint, threads, path, spare=spare, network=network
         )
-
-    def task_oom(self, worker: RunningWorker) -> bool:
-        """Whether the kernel OOM-killed inside the worker's cgroup (that is, at its ceiling)."""
-        if worker.cgroup is None or self.cgroups is None:
-            return False
-        try:
-            return worker.cgroup.oom_kills() > 0
-        except OSError:
-            return False
 
     async def release(self, worker: RunningWorker) -> None:
         """Kill what is left of the worker's tree and remove its cgroup."""

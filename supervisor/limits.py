@@ -111,7 +111,7 @@ class Limits:
             "high_water_mb": round(accounting.high_water_mb(), 1),
             "container_oom_kills": probe.oom_kills(),
             "worker_cgroups": host.cgroups is not None,
-            "spare_workers": spares.pids(),
+            "spare_workers": list(spares.pids()),
             "estimates_mb": {
                 name: round(self.admission.estimate_mb(spec), 1) for name, spec in self.catalog.kinds.items()
             },

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import psutil
 
-MB = 1024 * 1024
+from workers.units import MB  # bench/ reads it here too
+
 UNLIMITED_BYTES = 1 << 60  # cgroup v1 reports "no limit" as a page-rounded LONG_MAX
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -189,24 +190,11 @@ def pss_mb(pids: Iterable[int]) -> float:
     return sum(pss_bytes(pid) for pid in pids) / MB
 
 
-def descendants(root: int, parents: dict[int, int]) -> list[int]:
-    """``root`` and every process below it, from a pid -> ppid map."""
-    children: dict[int, list[int]] = {}
-    for pid, ppid in parents.items():
-        children.setdefault(ppid, []).append(pid)
-    tree, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        tree.append(pid)
-        stack.extend(children.get(pid, ()))
-    return tree
-
-
 def process_tree(root: int) -> list[int]:
     """``root`` and every process below it, from each thread's /proc children list.
 
     The watchdog walks each worker's tree every few milliseconds: this reads a file per thread of
-    the tree, where ``parent_map`` reads one per process on the machine (measured at 0.5 CPU: the
+    the tree, where a scan of /proc reads one per process on the machine (measured at 0.5 CPU: the
     full scan made the watchdog's rounds cost 2.4 ms each with 134 processes in /proc).
     """
     tree, stack = [], [root]
@@ -224,24 +212,3 @@ def process_tree(root: int) -> list[int]:
             except (OSError, ValueError):
                 continue
     return tree
-
-
-def parent_map() -> dict[int, int]:
-    """pid -> ppid for every process, read once per sample (cheaper than one scan per worker)."""
-    parents: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            ppid = _ppid(entry.name)
-            if ppid is not None:
-                parents[int(entry.name)] = ppid
-    return parents
-
-
-def _ppid(pid: str) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name may contain spaces and parentheses: split after the last ')'.
-    return int(stat[stat.rindex(b")") + 2 :].split()[1])

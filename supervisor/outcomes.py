@@ -106,7 +106,13 @@ class Outcomes:
         # On PostgreSQL the local directory is a copy of what the database holds: it goes with the
         # attempt. SQLite's spool is the only copy: it goes once the task is final.
         if self.db.postgres or (moved and not retry):
-            shutil.rmtree(self.spool_dir / task_id, ignore_errors=True)
+            self.drop_files(task_id)
+
+    def drop_files(self, task_id: str) -> None:
+        """Remove the task's local spool directory. Every path that ends a task calls this once its
+        final state is written (an attempt's end here, a cancel while queued, a refusal at claim, a
+        failure at rescue): on SQLite it holds the only copy of the task's uploads."""
+        shutil.rmtree(self.spool_dir / task_id, ignore_errors=True)
 
     async def flush(self) -> None:
         """Write the outcomes kept while the database was away, oldest first."""

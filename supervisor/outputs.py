@@ -26,18 +26,13 @@ from typing import Any
 
 from supervisor.states import State
 from supervisor.verdict import Verdict
+from workers.names import is_plain_name
 
 log = logging.getLogger(__name__)
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SAFE_TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FALLBACK_MEDIA_TYPE = "application/octet-stream"
 MAX_SWEEP_INTERVAL_S = 600.0
-
-
-def is_safe_name(name: str) -> bool:
-    """A plain file name: no separator, no leading dot, nothing a path could be built from."""
-    return bool(SAFE_NAME.fullmatch(name)) and ".." not in name
 
 
 def task_dir(root: Path, task_id: str) -> Path:
@@ -72,7 +67,7 @@ def list_outputs(directory: Path) -> list[dict[str, Any]]:
         except OSError:
             continue
         # A hard link could name a file the worker did not write (the database): never list one.
-        if is_safe_name(entry.name) and stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+        if is_plain_name(entry.name) and stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
             size_bytes = info.st_size
             files.append({"name": entry.name, "size_bytes": size_bytes, "media_type": media_type(entry.name)})
     return sorted(files, key=lambda f: str(f["name"]))
@@ -109,7 +104,7 @@ def listed_file(root: Path, task_id: str, name: str, result: dict[str, Any] | No
 
 def named_in(result: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
     """The listing of ``name`` in a task's result, if it has one under that (safe) name."""
-    if not is_safe_name(name) or not isinstance(result, dict):
+    if not is_plain_name(name) or not isinstance(result, dict):
         return None
     listed = [f for f in result.get("files") or () if isinstance(f, dict) and f.get("name") == name]
     return listed[0] if listed else None

@@ -37,7 +37,6 @@ NeedFn = Callable[[str, float], float | None]  # (kind, ceiling_mb) -> need, Non
 class Claim:
     started: list[TaskRow] = field(default_factory=list)
     refused: list[tuple[str, Verdict]] = field(default_factory=list)
-    more: bool = False  # the window was full: more tasks may be waiting
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ def claim(db: Database, owner: str, need_of: NeedFn, room: Room) -> Claim:
             ]
             if starts:
                 conn.execute(_START, starts)
-            result = Claim(more=len(rows) == window)
+            result = Claim()
             largest_mb = max(room.budget_mb, room.largest_budget_mb or 0.0)
             for p in decision.refuse:
                 verdict = _refusal(rows[p].kind, needs[p], largest_mb)

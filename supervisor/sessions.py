@@ -131,14 +131,14 @@ class Sessions:
         if worker is None:
             log.warning("message from unknown worker %r dropped", routing_id[:64])
             return
-        kind = msg["type"]
-        if kind == protocol.READY:
+        msg_type = msg["type"]
+        if msg_type == protocol.READY:
             self._on_ready(worker, msg)
-        elif kind == protocol.PROGRESS:
+        elif msg_type == protocol.PROGRESS:
             self.publish(worker.task_id, None, progress=msg.get("data"))
         elif worker.ready and worker.outcome is None:
             worker.outcome = (
-                {"error": msg.get("error")} if kind == protocol.ERROR else {"result": msg.get("result")}
+                {"error": msg.get("error")} if msg_type == protocol.ERROR else {"result": msg.get("result")}
             )
             self._send(worker, protocol.encode(protocol.ACK))
 
@@ -207,25 +207,25 @@ class Sessions:
     async def _finish(self, worker: RunningWorker, exited: asyncio.Future[Exit]) -> None:
         end = await exited
         worker.exited = True  # no signal may reach its pid from here on: the kernel may reuse it
-        exitcode = end.exitcode
+        exit_code = end.exit_code
         worker.peak_rss_mb = max(worker.peak_rss_mb, end.maxrss_mb)
         if self.watchdog is not None:
             self.watchdog.remove(worker)
-        task_oom = self.host.task_oom(worker)
+        task_oom = worker.cgroup_oom()
         if task_oom:
             worker.peak_rss_mb = max(worker.peak_rss_mb, worker.ceiling_mb)
         ending = Ending(
-            exitcode=exitcode,
+            exit_code=exit_code,
             outcome=worker.outcome,
             kill_reason=worker.kill_reason,
             task_oom=task_oom,
-            pool_oom=exitcode == -signal.SIGKILL and self.host.new_pool_oom(),
+            pool_oom=exit_code == -signal.SIGKILL and self.host.new_pool_oom(),
             zygote_lost=end.zygote_lost,
             data_limited=self.settings.worker_data_limit and self._data_limited(worker.kind),
         )
         verdict = judge(ending)
         fields = {
-            **exit_fields(exitcode),
+            **exit_fields(exit_code),
             "peak_rss_mb": round(worker.peak_rss_mb, 1),
             "run_s": round(worker.age_s, 3),
             "worker_pid": worker.pid,
@@ -250,7 +250,7 @@ class Sessions:
             verdict.state,
             f" ({verdict.reason})" if verdict.reason else "",
             worker.peak_rss_mb,
-            exitcode,
+            exit_code,
         )
 
     def _data_limited(self, kind: str) -> bool:

@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
 import uuid
 from dataclasses import dataclass
 
+from supervisor.errors import ZygoteLostError
 from supervisor.host import SPARE_ATTEMPT, WorkerHost
+from supervisor.kill import signal_tree
 from supervisor.memory import Cgroup
-from supervisor.zygote import WorkerProcess, ZygoteLostError
+from supervisor.zygote import WorkerProcess
 from workers import protocol
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,10 @@ class Spares:
         self.threads = threads
         self.size = size
         self.start_timeout_s = start_timeout_s
-        self._spares: dict[bytes, Spare] = {}
+        self._spares: dict[bytes, Spare] = {}  # the event loop's alone
+        # What the watchdog thread reads: a tuple the event loop replaces whenever a spare's process
+        # comes or goes, so that the thread never iterates the dict while the loop changes it.
+        self._pids: tuple[int, ...] = ()
         self._filler: asyncio.Task[None] | None = None
         self._disposing: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -78,7 +82,7 @@ class Spares:
         spare = next((s for s in self._spares.values() if s.ready), None)
         if spare is None:
             return None
-        del self._spares[spare.routing_id]
+        self._forget(spare)
         self.refill()
         try:
             self.host.limit_cgroup(spare.cgroup, ceiling_mb)
@@ -88,8 +92,16 @@ class Spares:
             return None
         return spare
 
-    def pids(self) -> list[int]:
-        return [s.process.pid for s in self._spares.values() if s.process is not None]
+    def pids(self) -> tuple[int, ...]:
+        """The spares' pids as of the last change: safe to read from any thread."""
+        return self._pids
+
+    def _publish(self) -> None:
+        self._pids = tuple(s.process.pid for s in self._spares.values() if s.process is not None)
+
+    def _forget(self, spare: Spare) -> None:
+        self._spares.pop(spare.routing_id, None)
+        self._publish()
 
     def reserved_mb(self) -> float:
         """The next task takes a spare, and its own reservation covers that spare: count the others."""
@@ -131,9 +143,10 @@ class Spares:
             spare.process, spare.cgroup = await self.host.spawn_spare(identity, self.endpoint, self.threads)
         except (ZygoteLostError, OSError, TimeoutError) as exc:
             log.warning("no spare worker forked: %s", exc)
-            self._spares.pop(spare.routing_id, None)
+            self._forget(spare)
             return False
         spare.forked_mono = time.monotonic()
+        self._publish()
         spare.process.exited.add_done_callback(lambda _: self._on_exit(spare))
         return True
 
@@ -147,18 +160,16 @@ class Spares:
         asyncio.get_running_loop().call_later(RETRY_S if young else 0.0, self.refill)
 
     def _dispose_later(self, spare: Spare) -> None:
-        self._spares.pop(spare.routing_id, None)
+        self._forget(spare)
         task = asyncio.create_task(self._dispose(spare))
         self._disposing.add(task)
         task.add_done_callback(self._disposing.discard)
 
     async def _dispose(self, spare: Spare) -> None:
-        self._spares.pop(spare.routing_id, None)
+        self._forget(spare)
         process = spare.process
         if process is not None and not process.exited.done():
-            for kill in (os.killpg, os.kill):  # its group, or itself if it has not called setsid yet
-                with contextlib.suppress(ProcessLookupError):
-                    kill(process.pid, signal.SIGKILL)
+            signal_tree(process.pid, [process.pid], signal.SIGKILL)  # the rest dies with its cgroup
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(process.exited), DISPOSE_WAIT_S)
         await asyncio.to_thread(self.host.remove_cgroup, spare.cgroup)

@@ -25,7 +25,6 @@ class Reason(StrEnum):
     INTERRUPTED = "interrupted"  # the service stopped or restarted while the task ran
     TOO_BIG_FOR_BUDGET = "too_big_for_budget"
     ADMIN_KILL = "admin_kill"
-    REQUEUED = "requeued"  # set while a retried task waits in the queue again
 
 
 FINAL = frozenset({State.SUCCEEDED, State.FAILED, State.KILLED, State.TIMED_OUT, State.CANCELLED})

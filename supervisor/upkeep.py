@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,15 +23,15 @@ TICK_S = 0.5  # the budget, and the pool's hard limit, are re-read this often
 
 async def instance_loop(sup: Supervisor) -> None:
     """Heartbeat, then rescue the dead's tasks, learn the shared estimates, purge old tasks."""
-    purged_at = 0.0
+    purged_mono = 0.0
     while True:
         await asyncio.sleep(sup.settings.heartbeat_interval_s)
         try:
             await sup.db.run(sup.instances.beat, report(sup))
             await rescue_once(sup)
             await sup.outcomes.sync_peaks()
-            if time.monotonic() - purged_at > PURGE_EVERY_S:
-                purged_at = time.monotonic()
+            if time.monotonic() - purged_mono > PURGE_EVERY_S:
+                purged_mono = time.monotonic()
                 await sup.db.run(
                     rescue.purge, sup.db, sup.settings.task_retention_s, sup.settings.output_retention_s
                 )
@@ -52,7 +51,7 @@ async def rescue_once(sup: Supervisor) -> None:
         sup.publish(task_id, State.QUEUED, reason=Reason.INTERRUPTED)
     for task_id in done.failed:
         sup.publish(task_id, State.FAILED, reason=Reason.INTERRUPTED)
-        shutil.rmtree(sup.spool_dir() / task_id, ignore_errors=True)  # SQLite's spool: the only copy
+        sup.outcomes.drop_files(task_id)  # SQLite's spool: the only copy
     if done.requeued:
         sup.claim_soon()
 

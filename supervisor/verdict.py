@@ -23,7 +23,7 @@ class Verdict:
 class Ending:
     """What the supervisor observed of one attempt's end."""
 
-    exitcode: int | None
+    exit_code: int | None
     outcome: dict[str, Any] | None = None  # what the worker answered, if it did
     kill_reason: Reason | None = None  # recorded before any signal was sent
     task_oom: bool = False  # the kernel OOM-killed inside the task's own cgroup (its ceiling)
@@ -58,7 +58,7 @@ def judge(ending: Ending) -> Verdict:
         return Verdict(State.KILLED, Reason.CONTAINER_PRESSURE)
     if ending.zygote_lost:
         return Verdict(State.FAILED, Reason.INTERRUPTED, error_message="the zygote died")
-    message = _death(ending.exitcode)
+    message = _death(ending.exit_code)
     return Verdict(State.FAILED, Reason.CRASHED, error_type="WorkerCrashed", error_message=message)
 
 
@@ -67,13 +67,13 @@ def should_retry(verdict: Verdict, retriable: bool, attempts: int, max_attempts:
     return retriable and may_pass and attempts < max_attempts
 
 
-def exit_fields(exitcode: int | None) -> dict[str, int | None]:
+def exit_fields(exit_code: int | None) -> dict[str, int | None]:
     """os.waitstatus_to_exitcode reports death by signal N as exit code -N."""
-    if exitcode is None:
+    if exit_code is None:
         return {"exit_code": None, "signal": None}
-    if exitcode < 0:
-        return {"exit_code": None, "signal": -exitcode}
-    return {"exit_code": exitcode, "signal": None}
+    if exit_code < 0:
+        return {"exit_code": None, "signal": -exit_code}
+    return {"exit_code": exit_code, "signal": None}
 
 
 def _from_outcome(outcome: dict[str, Any]) -> Verdict:
@@ -101,9 +101,9 @@ def _from_outcome(outcome: dict[str, Any]) -> Verdict:
     return Verdict(State.SUCCEEDED, None, result=result)
 
 
-def _death(exitcode: int | None) -> str:
-    if exitcode is None:
+def _death(exit_code: int | None) -> str:
+    if exit_code is None:
         return "the worker vanished"
-    if exitcode < 0:
-        return f"the worker died of signal {-exitcode}"
-    return f"the worker exited with code {exitcode} without an answer"
+    if exit_code < 0:
+        return f"the worker died of signal {-exit_code}"
+    return f"the worker exited with code {exit_code} without an answer"

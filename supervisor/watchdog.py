@@ -11,7 +11,6 @@ It samples faster while a worker is near its ceiling, and faster still while one
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from supervisor.config import SupervisorSettings
 from supervisor.memory import tree_mb
 from supervisor.states import Reason
-from supervisor.worker import RunningWorker, signal_tree
+from supervisor.worker import RunningWorker
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +36,12 @@ class Watchdog:
         self._high_water_mb = high_water_mb
         # Reading the container's usage may be costly (PSS walks every mapping): not every round.
         self._guard_interval_s = guard_interval_s
-        self._guarded_at = 0.0
+        self._guarded_mono = 0.0
         self._workers: dict[bytes, RunningWorker] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="memvisor-watchdog", daemon=True)
         self.rounds = 0
-        self.last_usage_mb = 0.0
         self.cpu_s = 0.0  # the watchdog thread's own CPU time, read at the end of each round
         self.native_id: int | None = None
 
@@ -101,7 +99,7 @@ class Watchdog:
         """Enforce one worker's limits."""
         worker.last_pids = worker.tree_pids()
         worker.observe(tree_mb(worker.pid, worker.last_pids))
-        if worker.rss_mb >= worker.ceiling_mb or _kernel_oom(worker):
+        if worker.rss_mb >= worker.ceiling_mb or worker.cgroup_oom():
             if worker.kill_reason is None:
                 log.warning(
                     "task %s pid %d: %.0f MB at ceiling %.0f MB, killing",
@@ -117,8 +115,7 @@ class Watchdog:
         now = time.monotonic()
         if worker.term_sent_mono is not None:
             if now - worker.term_sent_mono >= self.settings.term_grace_s:
-                worker.sigkill_sent = True
-                signal_tree(worker, signal.SIGKILL)
+                worker.escalate()
         elif worker.age_s >= worker.timeout_s and worker.outcome is None:
             log.warning("task %s pid %d: timed out after %.1f s", worker.task_id, worker.pid, worker.age_s)
             worker.terminate(Reason.TIMEOUT)
@@ -128,11 +125,10 @@ class Watchdog:
 
     def _guard(self, workers: list[RunningWorker]) -> None:
         now = time.monotonic()
-        if not workers or now - self._guarded_at < self._guard_interval_s:
+        if not workers or now - self._guarded_mono < self._guard_interval_s:
             return  # without workers there is nothing the guard could do
-        self._guarded_at = now
+        self._guarded_mono = now
         usage_mb = self._usage_mb([pid for w in workers for pid in w.last_pids])
-        self.last_usage_mb = usage_mb
         if usage_mb < self._high_water_mb():
             return
         if any(w.sigkill_sent for w in workers):
@@ -154,12 +150,3 @@ def choose_victim(workers: list[RunningWorker]) -> RunningWorker | None:
     if not workers:
         return None
     return max(workers, key=lambda w: (w.rss_mb - w.reserved_mb, -w.age_s))
-
-
-def _kernel_oom(worker: RunningWorker) -> bool:
-    if worker.cgroup is None:
-        return False
-    try:
-        return worker.cgroup.oom_kills() > 0
-    except OSError:
-        return False

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.memory import Cgroup, descendants, process_tree
+from supervisor.kill import signal_tree
+from supervisor.memory import Cgroup, process_tree
 from supervisor.states import Reason
 
 
@@ -54,7 +53,7 @@ class RunningWorker:
         self.pid = pid
         self.started_mono = time.monotonic()
         if self.kill_reason is not None:
-            signal_tree(self, signal.SIGKILL)
+            self.send_signal(signal.SIGKILL)
 
     def observe(self, rss_mb: float, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -81,33 +80,37 @@ class RunningWorker:
     def kill(self, reason: Reason) -> None:
         """Record ``reason`` and SIGKILL the whole tree."""
         self.mark(reason)
-        self.sigkill_sent = True
-        signal_tree(self, signal.SIGKILL)
+        self.escalate()
 
     def terminate(self, reason: Reason) -> None:
         """Record ``reason`` and SIGTERM the tree; the watchdog sends SIGKILL after the grace period."""
         if self.mark(reason):
             self.term_sent_mono = time.monotonic()
-            signal_tree(self, signal.SIGTERM)
+            self.send_signal(signal.SIGTERM)
 
-    def tree_pids(self, parents: dict[int, int] | None = None) -> list[int]:
+    def escalate(self) -> None:
+        """SIGKILL the tree, whatever was sent before (the grace period after SIGTERM is over)."""
+        self.sigkill_sent = True
+        self.send_signal(signal.SIGKILL)
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the worker's process group and every process of its tree, even those that left it;
+        nothing before the fork (``started`` delivers a kill recorded meanwhile)."""
+        signal_tree(self.pid, self.tree_pids() if self.pid > 0 else [], sig)
+
+    def cgroup_oom(self) -> bool:
+        """Whether the kernel OOM-killed inside the worker's own cgroup: that is, at its ceiling."""
+        if self.cgroup is None:
+            return False
+        try:
+            return self.cgroup.oom_kills() > 0
+        except OSError:
+            return False
+
+    def tree_pids(self) -> list[int]:
         if self.cgroup is not None:
             try:
                 return self.cgroup.pids()
             except OSError:
                 return []
-        if parents is not None:
-            return descendants(self.pid, parents)
         return process_tree(self.pid) if self.pid > 0 else []
-
-
-def signal_tree(worker: RunningWorker, sig: int) -> None:
-    """Signal the worker's process group and every process of its tree, even those that left it."""
-    if worker.pid <= 0:
-        return  # not forked yet: ``started`` delivers the kill (and killpg(0) would hit us)
-    # ESRCH: the worker has not called setsid() yet (its tree walk below still reaches it), or is gone.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(worker.pid, sig)
-    for pid in worker.tree_pids():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)

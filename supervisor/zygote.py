@@ -18,8 +18,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.errors import SupervisorError
-from supervisor.memory import MB
+from supervisor.errors import ZygoteLostError
+from workers.units import MB
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,9 @@ FORK_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 
 
-class ZygoteLostError(SupervisorError):
-    """The zygote died or could not be started."""
-
-
 @dataclass(frozen=True)
 class Exit:
-    exitcode: int | None  # -N for death by signal N; None if the zygote died first
+    exit_code: int | None  # -N for death by signal N; None if the zygote died first
     maxrss_mb: float  # the kernel's high-water mark of the worker process itself
     zygote_lost: bool = False
 
@@ -148,7 +144,7 @@ class Zygote:
         elif msg.get("op") == "exit":
             gone = self._workers.pop(msg["pid"], None)
             if gone is not None and not gone.exited.done():
-                gone.exited.set_result(Exit(msg["exitcode"], msg["maxrss_kb"] * 1024 / MB))
+                gone.exited.set_result(Exit(msg["exit_code"], msg["maxrss_kb"] * 1024 / MB))
 
     def _lose_everything(self) -> None:
         """The zygote is gone: its workers died with it (PDEATHSIG) and will never be reported."""

@@ -19,13 +19,14 @@ from supervisor import cgroups_v2
 from supervisor.backstop import Backstop, CgroupFacts, choose, facts, open_backstop
 from supervisor.cgroups_v2 import API_LEAF, DelegatedCgroups
 from supervisor.host import WorkerHost
-from supervisor.memory import MB, Cgroup, own_cgroup
+from supervisor.memory import Cgroup, own_cgroup
 from supervisor.privileges import Privileges
 from supervisor.privileges_config import PrivilegeSettings
 from supervisor.states import Reason, State
 from supervisor.verdict import Ending, judge
 from supervisor.worker import RunningWorker
 from workers.catalog import Catalog
+from workers.units import MB
 
 SERVICE = "user.slice/user-10001.slice/user@10001.service/app.slice/memvisor.service"
 Writes = list[tuple[str, str]]
@@ -145,24 +146,24 @@ def test_workers_get_leaves_with_their_ceilings(tree: tuple[Path, Path], writes:
 
 
 def test_an_oom_kill_in_a_worker_leaf_is_its_ceiling_and_not_the_pools(
-    tree: tuple[Path, Path], writes: Writes
+    tree: tuple[Path, Path], writes: Writes, tmp_path: Path
 ) -> None:
-    privileges = Privileges(PrivilegeSettings(), Catalog(kinds={}, disabled={}, modules=()), tree[0])
+    privileges = Privileges(PrivilegeSettings(), Catalog({}, {}, ()), tmp_path)
     host = WorkerHost((), use_cgroups=True, privileges=privileges)
     host.cgroups = _open(tree)
     worker = RunningWorker("t1", "diag.alloc", 1, b"t1:1", 200, 200, 60, False, 1)
     worker.cgroup = host.cgroups.add("task-t1-1", 200)
     assert worker.cgroup is not None
-    assert not host.task_oom(worker)  # memory.events not written yet: no kill
+    assert not worker.cgroup_oom()  # memory.events not written yet: no kill
     # What the kernel writes when the worker's tree reaches its memory.max; v2 counts it in every
     # ancestor's memory.events too, but in the pool's memory.events.local only if the pool's limit acted.
     (worker.cgroup.path / "memory.events").write_text("low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\n")
     pool = host.cgroups.pool.path
     (pool / "memory.events").write_text("oom 1\noom_kill 1\n")
     (pool / "memory.events.local").write_text("oom 0\noom_kill 0\n")
-    assert host.task_oom(worker)
+    assert worker.cgroup_oom()
     assert not host.new_pool_oom()
-    verdict = judge(Ending(exitcode=-9, task_oom=host.task_oom(worker), pool_oom=host.new_pool_oom()))
+    verdict = judge(Ending(exit_code=-9, task_oom=worker.cgroup_oom(), pool_oom=host.new_pool_oom()))
     assert (verdict.state, verdict.reason) == (State.KILLED, Reason.MEMORY_CEILING)
     (pool / "memory.events.local").write_text("oom 1\noom_kill 0\n")  # the pool's own limit acted
     assert host.new_pool_oom() and not host.new_pool_oom()  # counted once

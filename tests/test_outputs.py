@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from supervisor import outputs
 from supervisor.states import Reason, State
 from supervisor.verdict import Verdict
+from workers.names import is_plain_name, plain_name
 
 
 def test_only_plain_files_with_safe_names_are_listed(tmp_path: Path) -> None:
@@ -63,9 +64,26 @@ def test_a_file_is_served_only_if_listed_and_present(tmp_path: Path) -> None:
 
 @given(st.text(max_size=40))
 def test_a_safe_name_never_leaves_its_directory(name: str) -> None:
-    if outputs.is_safe_name(name):
-        assert "/" not in name and "\\" not in name and not name.startswith(".") and ".." not in name
+    if is_plain_name(name):
+        assert "/" not in name and "\\" not in name and "\0" not in name
+        assert not name.startswith(".") and ".." not in name
         assert Path("/root", name).parent == Path("/root")
+
+
+@given(st.one_of(st.none(), st.text(max_size=300)))
+def test_an_uploaded_name_is_made_plain_or_replaced(filename: str | None) -> None:
+    """The rule uploads and outputs share: whatever the client sends, the spool gets a plain name."""
+    name = plain_name(filename, "upload-0")
+    assert is_plain_name(name)
+    assert Path("/spool", name).parent == Path("/spool")
+
+
+def test_nul_and_separators_are_never_plain() -> None:
+    for name in ("a\0b", "a/b", "a\\b", "..", ".", ".hidden", "a..b", "", "x" * 129):
+        assert not is_plain_name(name), name
+    assert plain_name("../../etc/passwd", "f") == "passwd"
+    assert plain_name("scan\0.png", "f") == "scan_.png"
+    assert plain_name("..", "f") == "f"
 
 
 @given(

@@ -19,11 +19,12 @@ from hypothesis import strategies as st
 from supervisor.admission import plan, reserve_mb
 from supervisor.config import SupervisorSettings
 from supervisor.enforcement import Enforcement, cpu_quota, task_limits
-from supervisor.memory import MB, own_cgroup
+from supervisor.memory import own_cgroup
 from supervisor.states import Reason, State
 from supervisor.verdict import Ending, judge
 from tests.harness import run_fresh
 from workers.limits import data_limit_bytes
+from workers.units import MB
 
 POD = "kubepods.slice/kubepods-burstable.slice/pod1/cri-containerd-abc.scope"
 STAT = "anon 104857600\nfile 62914560\nshmem 20971520\ninactive_file 31457280\nactive_file 10485760\n"
@@ -160,7 +161,10 @@ def test_a_memory_error_under_the_data_limit_is_the_ceiling(
     limited: bool, kill: Reason | None, error: str
 ) -> None:
     ending = Ending(
-        exitcode=0, outcome={"error": {"type": error, "message": "m"}}, kill_reason=kill, data_limited=limited
+        exit_code=0,
+        outcome={"error": {"type": error, "message": "m"}},
+        kill_reason=kill,
+        data_limited=limited,
     )
     verdict = judge(ending)
     if limited and error == "MemoryError" and kill in (None, Reason.MEMORY_CEILING):
@@ -201,7 +205,7 @@ def test_process_tree_from_children_lists_matches_a_full_scan() -> None:
     """The watchdog's cheap walk finds the same tree as a scan of every process."""
     import subprocess
 
-    from supervisor.memory import descendants, parent_map, process_tree
+    from supervisor.memory import process_tree
     from tests.harness import until
 
     parent = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & wait"])
@@ -209,9 +213,29 @@ def test_process_tree_from_children_lists_matches_a_full_scan() -> None:
         tree = until(
             lambda: len(process_tree(parent.pid)) == 3 and process_tree(parent.pid), 10, "2 children"
         )
-        assert sorted(tree) == sorted(descendants(parent.pid, parent_map()))
+        assert sorted(tree) == sorted(_scan_tree(parent.pid))
         assert process_tree(2**22 + 12345) == []  # no such process
     finally:
         for pid in process_tree(parent.pid):
             os.kill(pid, signal.SIGKILL)
         parent.wait()
+
+
+def _scan_tree(root: int) -> list[int]:
+    """The reference: every process on the machine read from /proc/<pid>/stat, then walked from root."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_bytes()
+            except OSError:
+                continue
+            # The command name may contain spaces and parentheses: split after the last ')'.
+            ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        tree.append(pid)
+        stack.extend(children.get(pid, ()))
+    return tree

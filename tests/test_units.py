@@ -11,7 +11,6 @@ import pytest
 from supervisor.admission import Admission
 from supervisor.config import SupervisorSettings
 from supervisor.container import ContainerProbe
-from supervisor.memory import descendants, parent_map
 from supervisor.states import FINAL, Reason, State, is_legal
 from supervisor.store import Store, TaskRow
 from supervisor.verdict import Ending, judge, should_retry
@@ -154,12 +153,6 @@ def test_protocol_rejects_anything_but_its_own_maps() -> None:
             protocol.decode(bad, protocol.WORKER_TYPES)
     with pytest.raises(ProtocolError, match="exceeds"):
         protocol.decode(b"\x00" * (protocol.MAX_FRAME_BYTES + 1), protocol.WORKER_TYPES)
-
-
-def test_descendants_walks_the_whole_tree() -> None:
-    parents = {2: 1, 3: 2, 4: 3, 5: 1, 6: 99}
-    assert sorted(descendants(2, parents)) == [2, 3, 4]
-    assert parent_map()[__import__("os").getpid()] > 0
 
 
 def test_settings_refuse_several_uvicorn_workers() -> None:

@@ -34,7 +34,8 @@ from typing import Any, TypedDict
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from workers.agent_config import AgentSettings
-from workers.errors import TaskInputError, UnknownKindError
+from workers.errors import LLMError, TaskInputError, UnknownKindError
+from workers.names import is_plain_name
 from workers.rag import query_collection
 from workers.rag_models import CollectionName, RagQuery
 from workers.rag_store import STORES, needs_network
@@ -77,8 +78,8 @@ class AgentInput(BaseModel):
     @field_validator("file")
     @classmethod
     def _plain_file_name(cls, name: str | None) -> str | None:
-        # A name inside the task's spool directory, never a path that could leave it.
-        if name is not None and (not name or "/" in name or "\\" in name or name in {".", ".."}):
+        # A name inside the task's spool directory (workers/names.py), never a path that could leave it.
+        if name is not None and not is_plain_name(name):
             raise ValueError("file must be a plain file name inside the task's spool directory")
         return name
 
@@ -106,10 +107,6 @@ def _ocr_models(data_dir: Path) -> list[Path]:
     except ImportError:
         return []
     return [model_dir(data_dir)]
-
-
-class LLMError(Exception):
-    """The chat-completions call failed; the message says how, for the caller."""
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from workers.registry import TaskContext, task_kind
+from workers.units import MB
 
-MB = 1024 * 1024
 BURST_CHUNK_MB = 16
 
 

@@ -41,6 +41,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from workers.errors import EmbeddingModelMissingError
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -63,10 +65,6 @@ DEFAULT_THREADS = 2
 # Bump when prepare_lowmem_model changes, so that caches built by an older rewrite are not reused.
 LOWMEM_REWRITE_VERSION = 1
 PREPARE_TIMEOUT_S = 120.0
-
-
-class EmbeddingModelMissingError(RuntimeError):
-    """A model package is not installed: the worker image is incomplete."""
 
 
 def _package_dir(package: str) -> Path:
@@ -272,9 +270,6 @@ class MiniLMEmbedder:
         self.__dict__.pop("tokenizer", None)
         gc.collect()
         _malloc_trim()
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text).ids)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Unit vectors for ``texts``, in order."""

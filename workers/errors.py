@@ -42,6 +42,15 @@ class VectorStoreUnavailableError(TransientError):
     this instance may not use its local one (ROLE=worker without CHROMA_URL)."""
 
 
+class LLMError(WorkerError):
+    """The agent's chat-completions call failed; the message says how, for the caller. The agent
+    catches it and answers by quoting instead."""
+
+
+class EmbeddingModelMissingError(WorkerError, RuntimeError):
+    """A model package of the RAG kinds is not installed: the worker image is incomplete."""
+
+
 class ProtocolError(WorkerError):
     """A frame on the broker socket is not a valid protocol message."""
 

@@ -15,7 +15,8 @@ import contextlib
 import os
 import resource
 
-MB = 1024 * 1024
+from workers.units import MB
+
 WORKER_OOM_SCORE_ADJ = 1000  # the kernel's first choice
 ZYGOTE_OOM_SCORE_ADJ = 900  # before the API, after any worker: it only forks
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")

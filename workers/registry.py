@@ -7,7 +7,6 @@ never at module level: the API process stays small.
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import InitVar, dataclass, field
@@ -144,12 +143,6 @@ def task_kind(
         return fn
 
     return register
-
-
-def load_modules(modules: Iterable[str]) -> None:
-    """Import kind modules so that their decorators register them."""
-    for module in modules:
-        importlib.import_module(module)
 
 
 def get_kind(name: str) -> KindSpec:

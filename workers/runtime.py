@@ -7,11 +7,9 @@ killed, and a worker never kills anything itself.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import logging
 import os
-import signal
 import sys
 import traceback
 from pathlib import Path
@@ -20,17 +18,13 @@ from typing import Any
 import zmq
 
 from workers import protocol, sandbox
+from workers.lifeline import EXIT_NO_ACK, EXIT_NO_TASK, EXIT_OK, die_with_parent
 from workers.limits import WORKER_OOM_SCORE_ADJ, apply_task_limits, raise_oom_score, release_frames
 from workers.procname import WORKER_NAME, set_process_name
 from workers.registry import TaskContext, get_kind
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_NO_TASK = 3  # the supervisor never sent the task
-EXIT_NO_ACK = 4  # the result may not have reached the supervisor
-
-PR_SET_PDEATHSIG = 1
 TASK_WAIT_MS = 15_000
 ACK_WAIT_MS = 10_000
 
@@ -42,7 +36,7 @@ def worker_main(task_id: str, attempt: int, endpoint: str, threads: int, spare: 
     as the supervisor keeps it; it still runs one task and exits.
     """
     os.setsid()  # own process group: the supervisor kills the whole tree with one killpg
-    _die_with_parent()
+    die_with_parent(EXIT_NO_TASK)  # if the zygote dies, its workers die too, never unsupervised
     raise_oom_score(WORKER_OOM_SCORE_ADJ)  # the kernel's first choice, never the API
     _limit_threads(threads)
     # Last step before ZeroMQ starts a thread: anything that needs the zygote's privileges goes above.
@@ -126,14 +120,6 @@ def _is_input_error(exc: Exception) -> bool:
     from workers.errors import TaskInputError
 
     return isinstance(exc, (TaskInputError, ValidationError))
-
-
-def _die_with_parent() -> None:
-    """If the zygote dies, its workers die too instead of running on unsupervised."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:
-        os._exit(EXIT_NO_TASK)
 
 
 def _limit_threads(threads: int) -> None:

@@ -22,7 +22,6 @@ import ctypes
 import json
 import os
 import resource
-import signal
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -32,8 +31,8 @@ from typing import Any
 
 from workers import landlock
 from workers.errors import SandboxError
+from workers.lifeline import EXIT_NO_TASK, die_with_parent
 
-PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
@@ -102,10 +101,7 @@ def at_fork() -> None:
         _new_network_namespace(libc, policy.user_namespace)
     if policy.uid is not None and policy.gid is not None:
         _become(policy.uid, policy.gid)
-    # A credential change clears the parent-death signal: ask again, and mind a zygote already gone.
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:
-        os._exit(3)
+    die_with_parent(EXIT_NO_TASK)  # a credential change cleared the parent-death signal: ask again
 
 
 def _new_network_namespace(libc: ctypes.CDLL, user_namespace: bool) -> None:

@@ -7,7 +7,7 @@ speaks JSON lines over one inherited Unix socket:
     supervisor -> zygote: {"op": "fork", "seq", "task_id", "attempt", "endpoint", "threads", "cgroup",
                            "spare", "network"}
     zygote -> supervisor: {"op": "ready", "pid"} | {"op": "forked", "seq", "pid"}
-                        | {"op": "exit", "pid", "exitcode", "maxrss_kb"}
+                        | {"op": "exit", "pid", "exit_code", "maxrss_kb"}
 
 Why not fork from the API process: it has threads (ZeroMQ I/O, the watchdog, uvicorn's helpers).
 Why not multiprocess's forkserver: it pickles each request, starts a resource-tracker process, and
@@ -31,10 +31,10 @@ import traceback
 from typing import Any
 
 from workers import sandbox
+from workers.lifeline import EXIT_SOFTWARE, die_with_parent
 from workers.limits import ZYGOTE_OOM_SCORE_ADJ, raise_oom_score
 from workers.procname import SPARE_NAME, WORKER_NAME, ZYGOTE_NAME, set_process_name
 
-PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -75,7 +75,7 @@ class ZygoteServer:
 
     def _become_worker(self, request: dict[str, Any]) -> None:
         """In the child: drop the zygote's state, join the task's cgroup, run the worker. Never returns."""
-        code = 70
+        code = EXIT_SOFTWARE  # unless worker_main exits with its own code
         try:
             spare = bool(request.get("spare"))
             set_process_name(SPARE_NAME if spare else WORKER_NAME)
@@ -112,16 +112,16 @@ class ZygoteServer:
                 return
             if pid in self.children:  # else an orphaned grandchild we adopted and just reaped
                 self.children.discard(pid)
-                exitcode = os.waitstatus_to_exitcode(status)
-                self._send({"op": "exit", "pid": pid, "exitcode": exitcode, "maxrss_kb": usage.ru_maxrss})
+                exit_code = os.waitstatus_to_exitcode(status)
+                self._send({"op": "exit", "pid": pid, "exit_code": exit_code, "maxrss_kb": usage.ru_maxrss})
 
     def _send(self, message: dict[str, Any]) -> None:
         self.control.sendall(json.dumps(message).encode() + b"\n")
 
 
 def _prepare(preload: list[str]) -> None:
+    die_with_parent()  # never outlive the supervisor
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the supervisor
     # A worker's children outlive it if it is killed: they are re-parented here and reaped, rather
     # than left as zombies under a PID 1 that may not reap (a container's entrypoint often doesn't).
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
