@@ -57,11 +57,15 @@ def detect(cgroup: Cgroup | None, worker_cgroups: bool, settings: SupervisorSett
 
 
 def task_limits(
-    settings: SupervisorSettings, ceiling_mb: float, data_limit: bool = True
+    settings: SupervisorSettings, ceiling_mb: float, data_limit: bool = True, slack_mb: float | None = None
 ) -> dict[str, float | None]:
-    """What the worker limits itself to when it takes its task (workers/limits.py); ``data_limit``
-    False for a kind exempt from RLIMIT_DATA."""
-    slack_mb = settings.data_limit_slack_mb if settings.worker_data_limit and data_limit else None
+    """What the worker limits itself to when it takes its task (workers/limits.py): ``data_limit``
+    False for a kind exempt from RLIMIT_DATA, ``slack_mb`` a kind's own slack (else the setting's)."""
+    if not (settings.worker_data_limit and data_limit):
+        return {"ceiling_mb": ceiling_mb, "data_slack_mb": None}
+    slack_mb = (
+        settings.data_limit_slack_mb if slack_mb is None else max(slack_mb, settings.data_limit_slack_mb)
+    )
     return {"ceiling_mb": ceiling_mb, "data_slack_mb": slack_mb}
 
 

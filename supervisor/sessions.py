@@ -168,7 +168,7 @@ class Sessions:
             spool_dir=str(spool.resolve()),
             output_dir=str(output.resolve()),
             tmp_dir=str(scratch),
-            limits=task_limits(self.settings, worker.ceiling_mb, self.catalog.kinds[worker.kind].data_limit),
+            limits=self._limits(worker),
             **self.privileges.task_fields(worker.kind, spool, output, scratch),
         )
         self._send(worker, frame)
@@ -252,6 +252,10 @@ class Sessions:
             worker.peak_rss_mb,
             exit_code,
         )
+
+    def _limits(self, worker: RunningWorker) -> dict[str, float | None]:
+        spec = self.catalog.kinds[worker.kind]
+        return task_limits(self.settings, worker.ceiling_mb, spec.data_limit, spec.data_slack_mb)
 
     def _data_limited(self, kind: str) -> bool:
         spec = self.catalog.kinds.get(kind)

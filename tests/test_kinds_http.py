@@ -29,7 +29,7 @@ def server(make_module_server) -> Iterator[Server]:  # type: ignore[no-untyped-d
 def _ok(server: Server, response: Any) -> dict[str, Any]:
     assert response.status_code in (200, 202), response.text
     done = server.wait(response.json()["id"], timeout_s=600)
-    assert done["state"] == "succeeded", done
+    assert done["state"] == "succeeded", (done["error"], done["reason"], done["peak_rss_mb"], done)
     return done
 
 

@@ -109,6 +109,10 @@ def test_task_limits_follow_the_setting() -> None:
     on = SupervisorSettings(data_limit_slack_mb=16)
     assert task_limits(on, 300) == {"ceiling_mb": 300, "data_slack_mb": 16}
     assert task_limits(SupervisorSettings(worker_data_limit=False), 300)["data_slack_mb"] is None
+    # A kind's own slack (the OCR kind's 256 MB) widens it, never narrows it; an exempt kind has none.
+    assert task_limits(on, 300, slack_mb=256)["data_slack_mb"] == 256
+    assert task_limits(on, 300, slack_mb=8)["data_slack_mb"] == 16
+    assert task_limits(on, 300, data_limit=False, slack_mb=256)["data_slack_mb"] is None
 
 
 # ----- pure decisions ------------------------------------------------------------------------------

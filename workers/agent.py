@@ -325,6 +325,7 @@ def run_agent(payload: AgentInput, ctx: TaskContext, settings: AgentSettings) ->
     network=lambda: llm_configured() or needs_network(),
     stores=STORES,  # retrieval opens the store, which may write (see workers/rag.py)
     reads=_ocr_models,  # an attachment goes through the OCR kind
+    data_slack_mb=256,  # and so does its memory: see the OCR kind's declaration
 )
 def agent(payload: AgentInput, ctx: TaskContext) -> dict[str, Any]:
     """Answer a question from a collection's passages (and an attached image's text), with sources."""

@@ -69,6 +69,7 @@ class KindSpec:
     stores: tuple[str, ...] = ()
     reads: PathsFn | None = None
     data_limit: bool = True
+    data_slack_mb: float | None = None
 
     def needs_network(self) -> bool:
         """Evaluated by the supervisor once, with the service's settings."""
@@ -93,6 +94,7 @@ def task_kind(
     stores: tuple[str, ...] = (),
     reads: PathsFn | None = None,
     data_limit: bool = True,
+    data_slack_mb: float | None = None,
 ) -> Callable[[TaskFn], TaskFn]:
     """Declare a task kind.
 
@@ -108,7 +110,9 @@ def task_kind(
     DATA_DIR it writes (e.g. ``"chroma"``); ``reads`` gives further paths it reads (e.g. its models).
     ``data_limit=False`` exempts its workers from RLIMIT_DATA: for programs that reserve large writable
     mappings and cannot start under a limit near their ceiling (Chromium, Node.js); their tree stays
-    bounded by the watchdog and by admission.
+    bounded by the watchdog and by admission. ``data_slack_mb`` replaces ``DATA_LIMIT_SLACK_MB`` for a
+    kind whose workers map writable memory they never touch (ONNX Runtime's buffers, thread stacks):
+    measure its VmData peak against its RSS peak.
     """
     if not 0 < estimate_mb <= ceiling_mb:
         raise ValueError(f"kind {name}: need 0 < estimate_mb <= ceiling_mb")
@@ -139,6 +143,7 @@ def task_kind(
             stores=tuple(stores),
             reads=reads,
             data_limit=data_limit,
+            data_slack_mb=data_slack_mb,
         )
         return fn
 
