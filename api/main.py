@@ -50,21 +50,14 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 
 def _check_database() -> None:
-    """Open the database (migrating its tables) before the port is bound: a deploy with a wrong
-    DATABASE_URL then fails with one line naming it (password masked) instead of serving."""
-    from sqlalchemy.engine import make_url
+    """Migrate the database before the port is bound, in a child process (Alembic stays out of this
+    one): a deploy with a wrong DATABASE_URL then fails with one line naming it (password masked)
+    instead of serving. The URL travels in the environment, never on a command line."""
+    import subprocess
 
-    from supervisor.config import SupervisorSettings
-    from supervisor.database import Database
-    from supervisor.errors import StoreUnavailableError
-
-    url = SupervisorSettings().database()
-    try:
-        Database(url, pool_size=1).close()
-    except StoreUnavailableError as exc:
-        shown = make_url(url).render_as_string(hide_password=True)  # as the user wrote it
-        print(f"memvisor: cannot use the database {shown}: {exc}; check DATABASE_URL", file=sys.stderr)
-        sys.exit(2)
+    code = subprocess.run([sys.executable, "-m", "supervisor.migrations"], check=False).returncode
+    if code != 0:
+        sys.exit(code)
 
 
 def _check_data_dir() -> None:

@@ -51,9 +51,13 @@ class WorkerCgroups:
             return None
         return cls(Cgroup(1, path))
 
+    def zygote_procs(self) -> Path:
+        """Where the zygote writes its pid, first thing, to be in the pool before its imports."""
+        return self.pool.path / "cgroup.procs"
+
     def adopt(self, pid: int) -> None:
         """Move the zygote into the pool: what it allocates serving forks is the workers' share."""
-        (self.pool.path / "cgroup.procs").write_text(str(pid))
+        self.zygote_procs().write_text(str(pid))
 
     def set_pool_limit(self, limit_mb: float) -> None:
         _write_limit(self.pool.path, limit_mb)

@@ -72,8 +72,11 @@ class DelegatedCgroups(WorkerCgroups):
             return None
         return cls(PoolCgroup(2, pool, service.root))
 
+    def zygote_procs(self) -> Path:
+        return self.pool.path / ZYGOTE_LEAF / "cgroup.procs"
+
     def adopt(self, pid: int) -> None:
-        _write(self.pool.path / ZYGOTE_LEAF / "cgroup.procs", str(pid))
+        _write(self.zygote_procs(), str(pid))
 
     def add(self, name: str, limit_mb: float | None) -> Cgroup | None:
         path = self.pool.path / name

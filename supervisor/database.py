@@ -17,8 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,6 +30,8 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Any fixed 64-bit number: concurrent boots wait on it while one of them migrates.
 MIGRATION_LOCK_KEY = 0x6D656D7669736F72  # "memvisor"
 TRANSACTION_POOLER_PORT = 6543  # Supabase's transaction pooler
+# The newest revision, from the scripts' names (0003_task_outputs.py): known without importing Alembic.
+HEAD = max(path.name[:4] for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 
 
 def normalize_url(url: str) -> str:
@@ -55,15 +55,30 @@ class Database:
             self.raw.execution_options(schema_translate_map={None: SCHEMA}) if self.postgres else self.raw
         )
         self._executor = ThreadPoolExecutor(pool_size, thread_name_prefix="memvisor-db")
-        if migrate:
+        if migrate and not self.guard(self.at_head):
             self.guard(self.migrate)
 
     @property
     def transaction_pooler_port(self) -> bool:
         return self.postgres and make_url(self.url).port == TRANSACTION_POOLER_PORT
 
+    def at_head(self) -> bool:
+        """Whether the schema is at the newest revision already: then Alembic (about 10 MB once
+        imported, for the life of the process) is never loaded. The service migrates in a child
+        process before it serves (``python -m supervisor.migrations``), so its own process reads this."""
+        table = f'"{SCHEMA}".alembic_version' if self.postgres else "alembic_version"
+        with self.raw.connect() as conn:
+            try:
+                found = {row[0] for row in conn.execute(text(f"SELECT version_num FROM {table}"))}
+            except SQLAlchemyError:  # no version table yet: a new database, or the first release's
+                return False
+        return found == {HEAD}
+
     def migrate(self) -> None:
         """Bring the schema to the newest revision; concurrent boots wait for each other's turn."""
+        from alembic import command
+        from alembic.config import Config
+
         with self.raw.connect() as conn, self.begin_on(conn, immediate=True):
             if self.postgres:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})

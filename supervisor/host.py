@@ -145,7 +145,7 @@ class WorkerHost:
             log.debug("pool limit not updated: %s", exc)
 
     async def _start_zygote(self) -> None:
-        await self.zygote.start()
+        await self.zygote.start(self.cgroups.zygote_procs() if self.cgroups is not None else None)
         self._adopt_zygote()
 
     def _adopt_zygote(self) -> None:

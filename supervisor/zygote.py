@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from supervisor.errors import ZygoteLostError
@@ -71,12 +72,15 @@ class Zygote:
             and not self._reader_task.done()
         )
 
-    async def start(self) -> None:
-        """Start the zygote and wait until it has imported everything and says it is ready."""
+    async def start(self, cgroup_procs: Path | None = None) -> None:
+        """Start the zygote and wait until it has imported everything and says it is ready;
+        ``cgroup_procs``: the cgroup it joins before its imports (the workers' pool)."""
         await self.stop()
         ours, theirs = socket.socketpair()
         cmd = [sys.executable, "-m", "workers.zygote", "--fd", str(theirs.fileno())]
         cmd += ["--preload", ",".join(self.preload), "--sandbox", self.sandbox]
+        if cgroup_procs is not None:
+            cmd += ["--cgroup-procs", str(cgroup_procs)]
         # close_fds (the default) with pass_fds: the API's descriptors stay in the API.
         self._proc = subprocess.Popen(
             cmd, pass_fds=[theirs.fileno()], close_fds=True, env={**self.env, **CHILD_ENV}

@@ -142,12 +142,25 @@ def _prepare(preload: list[str]) -> None:
     gc.freeze()
 
 
+def _join(procs_file: str) -> None:
+    """Join the workers' pool before importing anything: a cgroup v1 or v2 never moves the charges of
+    pages already touched, so the imports below would otherwise count as the API's own memory."""
+    try:
+        with open(procs_file, "w") as f:
+            f.write(str(os.getpid()))
+    except OSError as exc:  # the supervisor moves us after the start, as before
+        print(f"zygote: could not join {procs_file}: {exc}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m workers.zygote")
     parser.add_argument("--fd", type=int, required=True, help="inherited control socket")
     parser.add_argument("--preload", default="", help="comma-separated kind modules")
     parser.add_argument("--sandbox", default="", help="the workers' policy, JSON (workers/sandbox.py)")
+    parser.add_argument("--cgroup-procs", default="", help="the workers' pool cgroup to join first")
     args = parser.parse_args(argv)
+    if args.cgroup_procs:
+        _join(args.cgroup_procs)
     _prepare([m for m in args.preload.split(",") if m])
     sandbox.configure(sandbox.Policy.from_json(args.sandbox))
     ZygoteServer(socket.socket(fileno=args.fd)).serve()
