@@ -254,6 +254,9 @@ class Privileges:
             socket_path = runtime_dir / "broker.sock"
             os.chown(socket_path, -1, self.user.gid)
             os.chmod(socket_path, 0o660)
+            blocked = searchable_by(runtime_dir.parent, self.user.uid, self.user.gid)
+            if blocked is not None:  # no worker could ever connect: say so now, not at each task
+                log.error("the worker user cannot reach RUNTIME_DIR %s through %s", runtime_dir, blocked)
             self.unreachable = searchable_by(spool_dir, self.user.uid, self.user.gid)
 
     def _give(self, directory: Path, recursive: bool) -> None:

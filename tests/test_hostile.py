@@ -15,7 +15,7 @@ import jwt
 import msgpack
 import zmq
 
-from tests.harness import ADMIN_TOKEN, Server, until
+from tests.harness import ADMIN_TOKEN, Server, passable_for_workers, until
 
 API_KEY = "hostile-test-api-key-1234"
 JWT_SECRET = "hostile-test-jwt-secret-0000000000"
@@ -50,6 +50,7 @@ def _private(path: Path) -> bool:
 
 def test_forged_frames_on_the_worker_socket_do_no_harm(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     runtime = tmp_path / "runtime"
+    passable_for_workers(tmp_path)  # a root service's workers, as their own user, reach the socket
     server: Server = make_server(env={"RUNTIME_DIR": str(runtime)}).start()
     socket_path = runtime / "broker.sock"
     assert _private(runtime) and _private(socket_path)
