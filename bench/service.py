@@ -53,9 +53,15 @@ def wrap_of(group: LimitedCgroup | str) -> list[str] | None:
 
 
 @contextmanager
-def server(data_dir: Path, group: LimitedCgroup | str, env: dict[str, str] | None = None) -> Iterator[Server]:
-    """The service started as ``python -m api`` (inside ``group`` when there is one), stopped after."""
-    srv = Server(data_dir, env={"LOG_LEVEL": "warning", **(env or {})}, wrap=wrap_of(group))
+def server(
+    data_dir: Path,
+    group: LimitedCgroup | str,
+    env: dict[str, str] | None = None,
+    wrap: list[str] | None = None,
+) -> Iterator[Server]:
+    """The service started as ``python -m api`` (inside ``group`` when there is one, or through
+    ``wrap``), stopped after."""
+    srv = Server(data_dir, env={"LOG_LEVEL": "warning", **(env or {})}, wrap=wrap or wrap_of(group))
     try:
         srv.start(ready_timeout_s=60)
         until(srv.zygote_pid, 60, "the zygote")

@@ -37,6 +37,8 @@ for _module, _why in (
 ):
     pytest.importorskip(_module, reason=f"the OCR runtime needs {_why}, which is not installed")
 
+import numpy as np  # noqa: E402  (checked above)
+
 from workers.ocr import samples  # noqa: E402  (needs pillow, checked above)
 
 
@@ -223,6 +225,36 @@ def test_missing_models_name_the_export_command(tmp_path: Path, monkeypatch: pyt
         _run(ctx, "p.png")
 
 
+def test_models_of_an_older_export_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = tmp_path / "old-models"
+    old.mkdir()
+    manifest = {"detector": {"file": "d.onnx"}, "recognizer": {"file": "r.onnx"}, "characters": "abc"}
+    (old / settings.MANIFEST_FILE).write_text(json.dumps(manifest))  # an fp32 export: no version field
+    for name in ("d.onnx", "r.onnx"):
+        (old / name).write_bytes(b"onnx")
+    monkeypatch.setenv("OCR_MODEL_DIR", str(old))
+    ctx, progress = _context(tmp_path)
+    (ctx.spool_dir / "p.png").write_bytes(_png_bytes())
+    with pytest.raises(
+        FileNotFoundError, match=r"export version 1; this worker needs version \d+: run `python"
+    ):
+        _run(ctx, "p.png")
+    assert [e["message"] for e in progress.events] == ["started", "decoded"]
+
+
+def test_cpu_quota_of_the_own_cgroup_bounds_the_threads(tmp_path: Path) -> None:
+    v2 = tmp_path / "cpu.max"
+    v2.write_text("50000 100000\n")
+    assert settings._read_limit(tmp_path, v1=False) == (50000, 100000)
+    v2.write_text("max 100000\n")
+    assert settings._read_limit(tmp_path, v1=False) == (-1, 0)
+    (tmp_path / "cpu.cfs_quota_us").write_text("150000\n")
+    (tmp_path / "cpu.cfs_period_us").write_text("100000\n")
+    assert settings._read_limit(tmp_path, v1=True) == (150000, 100000)
+    assert settings._read_limit(tmp_path / "absent", v1=True) == (-1, 0)
+    assert 1 <= settings.thread_count() <= len(os.sched_getaffinity(0))
+
+
 # --- reading text ---------------------------------------------------------------------------------------
 
 
@@ -245,6 +277,36 @@ def test_reads_known_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, font_
         assert 0.0 <= line["confidence"] <= 1.0
     assert [e["message"] for e in progress.events] == ["started", "decoded", "detected", "recognized"]
     json.dumps(result)  # the result travels as JSON
+
+
+def test_batched_recognition_reads_what_one_crop_at_a_time_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.ocr import engine, recognize
+    from workers.ocr.detect import DetectParams, detect, fit_canvas
+
+    models = engine.find_models(_require_models())
+    page = samples.text_page(18, size=(1240, 700), seed=7)
+    rgb = np.asarray(page.image.convert("RGB"))
+    grey = np.asarray(page.image.convert("L"))
+    with engine._network(models.detector) as detector:
+        horizontal, free = detect(detector, *fit_canvas(rgb, 2560), DetectParams())
+    calls: list[int] = []
+
+    def read(run: Any) -> list[str]:
+        def counted(batch: Any) -> Any:
+            calls.append(batch.shape[0])
+            return run(batch)
+
+        return [line.text for line in recognize.recognize(counted, grey, horizontal, free, models.characters)]
+
+    with engine._network(models.recognizer) as recognizer:
+        batched = read(recognizer)
+        batches = len(calls)
+        monkeypatch.setattr(recognize, "BATCH_INPUT_PX", 0)  # one crop per run
+        calls.clear()
+        alone = read(recognizer)
+    assert batched == alone
+    assert len(alone) >= len(page.lines)
+    assert batches < len(alone) <= len(calls)  # fewer runs; each crop alone (some twice: faint text)
 
 
 def test_detail_false_keeps_only_text(tmp_path: Path) -> None:

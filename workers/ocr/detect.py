@@ -35,6 +35,7 @@ class DetectParams:
     """EasyOCR readtext's defaults."""
 
     canvas_px: int = 2560
+    mag_ratio: float = 1.0  # the image's scale before the canvas limit, as EasyOCR's mag_ratio
     text_threshold: float = 0.7
     link_threshold: float = 0.4
     low_text: float = 0.4
@@ -74,10 +75,11 @@ def _to_image_coords(box: Array, ratio: float) -> Array:
     return scaled.astype(np.int32).reshape(-1)
 
 
-def fit_canvas(rgb: Array, canvas_px: int) -> tuple[Array, float]:
-    """The detector's view of ``rgb`` (uint8 HxWx3): long side at most canvas_px; and the ratio."""
+def fit_canvas(rgb: Array, canvas_px: int, mag_ratio: float = 1.0) -> tuple[Array, float]:
+    """The detector's view of ``rgb`` (uint8 HxWx3): scaled by mag_ratio, long side at most
+    canvas_px (EasyOCR's resize_aspect_ratio); and the ratio."""
     height, width = rgb.shape[:2]
-    target = min(float(max(height, width)), float(canvas_px))
+    target = min(mag_ratio * max(height, width), float(canvas_px))
     ratio = target / max(height, width)
     if ratio == 1.0:
         return rgb, ratio
@@ -91,7 +93,7 @@ def score_maps(run: RunFn, rgb: Array, tile_px: int, margin_px: int) -> Array:
     canvas_h, canvas_w = _round_up(height, _GRID_PX), _round_up(width, _GRID_PX)
     maps = np.zeros((canvas_h // 2, canvas_w // 2, 2), dtype=np.float32)
     for core, outer in tiles((canvas_h, canvas_w), tile_px, margin_px):
-        scores = run(_network_input(rgb, outer))
+        scores = run(network_input(rgb, outer))
         cy, cx = (core[0] - outer[0]) // 2, (core[1] - outer[1]) // 2
         ch, cw = (core[2] - core[0]) // 2, (core[3] - core[1]) // 2
         maps[core[0] // 2 : core[2] // 2, core[1] // 2 : core[3] // 2] = scores[0, cy : cy + ch, cx : cx + cw]
@@ -123,7 +125,7 @@ def _spans(length: int, core_max: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + core, length)
 
 
-def _network_input(rgb: Array, window: Window) -> Array:
+def network_input(rgb: Array, window: Window) -> Array:
     """NCHW float32 of one window; beyond the image, zeros as on EasyOCR's padded canvas."""
     y0, x0, y1, x1 = window
     tile = np.zeros((y1 - y0, x1 - x0, 3), dtype=np.float32)

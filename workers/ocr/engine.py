@@ -60,12 +60,18 @@ def find_models(model_dir: Path) -> Models:
         raise ModelsMissingError(f"OCR models are not exported in {model_dir}: run `{hint}` once")
     try:
         manifest = json.loads(manifest_path.read_text())
+        version = manifest.get("export_version", 1)
+        if version != settings.EXPORT_VERSION:
+            raise ModelsMissingError(
+                f"OCR models in {model_dir} come from export version {version}; this worker needs "
+                f"version {settings.EXPORT_VERSION}: run `{hint}` again"
+            )
         models = Models(
             detector=model_dir / manifest["detector"]["file"],
             recognizer=model_dir / manifest["recognizer"]["file"],
             characters=str(manifest["characters"]),
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelsMissingError(
             f"OCR manifest {manifest_path} is unreadable ({exc}): run `{hint}` again"
         ) from None
@@ -88,7 +94,7 @@ def read_text(
     progress("decoded", width=image.source_size[0], height=image.source_size[1], scale=image.scale)
     models = find_models(model_dir)
     params = params or DetectParams()
-    canvas, ratio = fit_canvas(image.rgb, params.canvas_px)
+    canvas, ratio = fit_canvas(image.rgb, params.canvas_px, params.mag_ratio)
     grey, scale = image.grey, image.scale
     del image  # the full-size RGB copy is not needed past this point
     with _network(models.detector) as detector:
