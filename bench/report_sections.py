@@ -342,7 +342,7 @@ def _ocr_summary_row(s: dict[str, Any]) -> list[str]:
 
 
 def _ocr_aims(results: dict[str, Any]) -> list[list[str]]:
-    s = (_summary(results, "ocr") or {}).get("full")
+    s = (_summary(results, "ocr") or {}).get("pages")
     if not s or "skipped" in s:
         return [["5 OCR", "not measured", "<= 0.4 x plain EasyOCR's time", "n/a"]]
     ratio, match, peak = s["ratio"]["median"], s["mean_word_match"], s["memvisor_peak_mb"]["max"]

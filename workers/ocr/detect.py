@@ -88,16 +88,62 @@ def fit_canvas(rgb: Array, canvas_px: int, mag_ratio: float = 1.0) -> tuple[Arra
 
 
 def score_maps(run: RunFn, rgb: Array, tile_px: int, margin_px: int) -> Array:
-    """CRAFT's (region, affinity) scores for ``rgb``, at half resolution, computed tile by tile."""
+    """CRAFT's (region, affinity) scores for ``rgb``, at half resolution, computed tile by tile.
+
+    Each tile's core is first shrunk to the grid cells that hold ink, grown by INK_PAD_PX (a blank
+    tile is skipped): on blank paper CRAFT scores far below every threshold, so the page margins and
+    the gaps between blocks of text cost nothing and read as they would have.
+    """
     height, width = rgb.shape[:2]
     canvas_h, canvas_w = _round_up(height, _GRID_PX), _round_up(width, _GRID_PX)
     maps = np.zeros((canvas_h // 2, canvas_w // 2, 2), dtype=np.float32)
-    for core, outer in tiles((canvas_h, canvas_w), tile_px, margin_px):
+    ink = ink_cells(rgb)
+    for tile_core, _ in tiles((canvas_h, canvas_w), tile_px, margin_px):
+        core = _inked(tile_core, ink)
+        if core is None:
+            continue
+        outer = _grow_window(core, _round_down(margin_px, _GRID_PX), (canvas_h, canvas_w))
         scores = run(network_input(rgb, outer))
         cy, cx = (core[0] - outer[0]) // 2, (core[1] - outer[1]) // 2
         ch, cw = (core[2] - core[0]) // 2, (core[3] - core[1]) // 2
         maps[core[0] // 2 : core[2] // 2, core[1] // 2 : core[3] // 2] = scores[0, cy : cy + ch, cx : cx + cw]
     return maps
+
+
+# A grid cell holds ink when its pixel values span more than this (0-255, any channel): text on paper
+# spans ~200, scanner noise and flat tints a few units.
+INK_RANGE = 32
+# Around the inked cells, this much of the core is computed too: CRAFT's region and affinity scores
+# reach a few pixels beyond the strokes.
+INK_PAD_PX = 32
+
+
+def ink_cells(rgb: Array) -> Array:
+    """Boolean grid, one cell per _GRID_PX square of the canvas: does the cell hold ink?"""
+    height, width = rgb.shape[:2]
+    rows, cols = -(-height // _GRID_PX), -(-width // _GRID_PX)
+    padded = np.pad(rgb, ((0, rows * _GRID_PX - height), (0, cols * _GRID_PX - width), (0, 0)), mode="edge")
+    cells = padded.reshape(rows, _GRID_PX, cols, _GRID_PX, 3)
+    spread = cells.max(axis=(1, 3)).astype(np.int16) - cells.min(axis=(1, 3))
+    inked: Array = spread.max(axis=-1) > INK_RANGE
+    return inked
+
+
+def _inked(core: Window, ink: Array) -> Window | None:
+    """The part of ``core`` around its inked cells (grown by INK_PAD_PX), or None if it has none."""
+    y0, x0, y1, x1 = (v // _GRID_PX for v in core)
+    ys, xs = np.nonzero(ink[y0:y1, x0:x1])
+    if ys.size == 0:
+        return None
+    pad = INK_PAD_PX // _GRID_PX
+    top, left = max(y0, y0 + int(ys.min()) - pad), max(x0, x0 + int(xs.min()) - pad)
+    bottom, right = min(y1, y0 + int(ys.max()) + 1 + pad), min(x1, x0 + int(xs.max()) + 1 + pad)
+    return top * _GRID_PX, left * _GRID_PX, bottom * _GRID_PX, right * _GRID_PX
+
+
+def _grow_window(core: Window, margin_px: int, canvas: tuple[int, int]) -> Window:
+    return (max(0, core[0] - margin_px), max(0, core[1] - margin_px),
+            min(canvas[0], core[2] + margin_px), min(canvas[1], core[3] + margin_px))  # fmt: skip
 
 
 Window = tuple[int, int, int, int]  # y0, x0, y1, x1
@@ -113,9 +159,8 @@ def tiles(canvas: tuple[int, int], tile_px: int, margin_px: int) -> Iterator[tup
     canvas_h, canvas_w = canvas
     for y0, y1 in _spans(canvas_h, core_max):
         for x0, x1 in _spans(canvas_w, core_max):
-            outer = (max(0, y0 - margin_px), max(0, x0 - margin_px),
-                     min(canvas_h, y1 + margin_px), min(canvas_w, x1 + margin_px))  # fmt: skip
-            yield (y0, x0, y1, x1), outer
+            core = (y0, x0, y1, x1)
+            yield core, _grow_window(core, margin_px, canvas)
 
 
 def _spans(length: int, core_max: int) -> Iterator[tuple[int, int]]:
