@@ -50,7 +50,7 @@ def run(plan: Plan, ctx: Context) -> dict[str, Any]:
     return {
         "pages": full,
         "quota": limited,
-        "summary": {"full": summarize(full), "quota": summarize(limited)},
+        "summary": {"pages": summarize(full), "quota": summarize(limited)},
     }
 
 

@@ -38,6 +38,9 @@ for _module, _why in (
     pytest.importorskip(_module, reason=f"the OCR runtime needs {_why}, which is not installed")
 
 import numpy as np  # noqa: E402  (checked above)
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
 
 from workers.ocr import samples  # noqa: E402  (needs pillow, checked above)
 
@@ -307,6 +310,61 @@ def test_batched_recognition_reads_what_one_crop_at_a_time_reads(monkeypatch: py
     assert batched == alone
     assert len(alone) >= len(page.lines)
     assert batches < len(alone) <= len(calls)  # fewer runs; each crop alone (some twice: faint text)
+
+
+@given(
+    ink=hnp.arrays(np.bool_, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=24)),
+    corner=st.tuples(st.integers(0, 23), st.integers(0, 23)),
+    size=st.tuples(st.integers(1, 24), st.integers(1, 24)),
+)
+def test_inked_window_covers_every_inked_cell_of_the_core(ink: Any, corner: Any, size: Any) -> None:
+    from workers.ocr import detect
+
+    grid = 32
+    rows, cols = ink.shape
+    y0, x0 = min(corner[0], rows - 1), min(corner[1], cols - 1)
+    y1, x1 = min(rows, y0 + size[0]), min(cols, x0 + size[1])
+    core = (y0 * grid, x0 * grid, y1 * grid, x1 * grid)
+    window = detect._inked(core, ink)
+    inside = ink[y0:y1, x0:x1]
+    if not inside.any():
+        assert window is None
+        return
+    assert window is not None
+    top, left, bottom, right = window
+    assert all(v % grid == 0 for v in window)
+    assert core[0] <= top < bottom <= core[2] and core[1] <= left < right <= core[3]
+    ys, xs = np.nonzero(inside)
+    assert top <= (y0 + ys.min()) * grid and bottom >= (y0 + ys.max() + 1) * grid
+    assert left <= (x0 + xs.min()) * grid and right >= (x0 + xs.max() + 1) * grid
+
+
+def test_blank_paper_is_not_run_through_the_detector(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.ocr import engine
+    from workers.ocr.detect import DetectParams, detect, fit_canvas
+
+    models = engine.find_models(_require_models())
+    page = samples.text_page(18, size=(1240, 1000), seed=3, margin_px=300)  # wide blank margins
+    rgb = np.asarray(page.image.convert("RGB"))
+    pixels: list[int] = []
+
+    def boxes(detector: Any) -> list[Any]:
+        def counted(batch: Any) -> Any:
+            pixels.append(batch.shape[2] * batch.shape[3])
+            return detector(batch)
+
+        return detect(counted, *fit_canvas(rgb, 2560), DetectParams())[0]
+
+    with engine._network(models.detector) as detector:
+        cropped = boxes(detector)
+        cropped_px = sum(pixels)
+        pixels.clear()
+        monkeypatch.setattr("workers.ocr.detect.INK_RANGE", -1)  # every cell inked: whole tiles
+        whole = boxes(detector)
+    assert cropped_px < 0.7 * sum(pixels)
+    assert len(cropped) == len(whole) >= len(page.lines)
+    for a, b in zip(sorted(cropped), sorted(whole), strict=True):
+        assert max(abs(u - v) for u, v in zip(a, b, strict=True)) <= 2  # pixels
 
 
 def test_detail_false_keeps_only_text(tmp_path: Path) -> None:

@@ -3,9 +3,10 @@
 Memory plan for one image (figures for an A4 page at 150 dpi, see bench/ocr_bench.py):
 - the image is decoded (and reduced) before any model is loaded;
 - the detector session lives only while the detector runs and is freed before the recognizer's is
-  created, so the two networks' weights (83 MB + 15 MB) never coexist;
-- sessions use ORT_ENABLE_EXTENDED (fuses Conv+BN+ReLU: fewer full-size intermediates; the ALL
-  level's NCHWc layout adds a second copy of the weights), no CPU arena and no memory patterns (each
+  created, so the two networks' weights (21 MB + 5 MB in int8) never coexist;
+- sessions use ORT_ENABLE_EXTENDED (fuses each int8 QuantizeLinear/Conv/DequantizeLinear group into
+  one integer convolution, which BASIC does not; ALL measured no faster on the int8 detector, and its
+  NCHWc layout adds a second copy of the weights), no CPU arena and no memory patterns (each
   activation is freed when its last reader is done instead of being pooled for the next run);
 - glibc returns large freed buffers to the OS (see _return_freed_memory), so tile after tile reuses
   the same pages instead of growing the heap.
