@@ -348,12 +348,17 @@ def test_blank_paper_is_not_run_through_the_detector(monkeypatch: pytest.MonkeyP
     rgb = np.asarray(page.image.convert("RGB"))
     pixels: list[int] = []
 
-    def boxes(detector: Any) -> list[Any]:
+    def boxes(detector: Any) -> list[list[float]]:
         def counted(batch: Any) -> Any:
             pixels.append(batch.shape[2] * batch.shape[3])
             return detector(batch)
 
-        return detect(counted, *fit_canvas(rgb, 2560), DetectParams())[0]
+        horizontal, free = detect(counted, *fit_canvas(rgb, 2560), DetectParams())
+        corners = [
+            [min(x for x, _ in q), max(x for x, _ in q), min(y for _, y in q), max(y for _, y in q)]
+            for q in free
+        ]
+        return [*horizontal, *corners]  # [x_min, x_max, y_min, y_max]
 
     with engine._network(models.detector) as detector:
         cropped = boxes(detector)
@@ -362,9 +367,17 @@ def test_blank_paper_is_not_run_through_the_detector(monkeypatch: pytest.MonkeyP
         monkeypatch.setattr("workers.ocr.detect.INK_RANGE", -1)  # every cell inked: whole tiles
         whole = boxes(detector)
     assert cropped_px < 0.7 * sum(pixels)
-    assert len(cropped) == len(whole) >= len(page.lines)
-    for a, b in zip(sorted(cropped), sorted(whole), strict=True):
-        assert max(abs(u - v) for u, v in zip(a, b, strict=True)) <= 2  # pixels
+    # The same text is found: where words split into boxes may differ, not what the boxes cover.
+    assert len(cropped) >= len(page.lines) and len(whole) >= len(page.lines)
+    assert _centres_covered(cropped, whole) and _centres_covered(whole, cropped)
+
+
+def _centres_covered(boxes: list[list[float]], others: list[list[float]]) -> bool:
+    def inside(box: list[float], other: list[float]) -> bool:
+        x, y = (box[0] + box[1]) / 2, (box[2] + box[3]) / 2
+        return other[0] <= x <= other[1] and other[2] <= y <= other[3]
+
+    return all(any(inside(box, other) for other in others) for box in boxes)
 
 
 def test_detail_false_keeps_only_text(tmp_path: Path) -> None:
