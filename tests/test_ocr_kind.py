@@ -37,6 +37,11 @@ for _module, _why in (
 ):
     pytest.importorskip(_module, reason=f"the OCR runtime needs {_why}, which is not installed")
 
+import numpy as np  # noqa: E402  (checked above)
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
 from workers.ocr import samples  # noqa: E402  (needs pillow, checked above)
 
 
@@ -223,6 +228,36 @@ def test_missing_models_name_the_export_command(tmp_path: Path, monkeypatch: pyt
         _run(ctx, "p.png")
 
 
+def test_models_of_an_older_export_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = tmp_path / "old-models"
+    old.mkdir()
+    manifest = {"detector": {"file": "d.onnx"}, "recognizer": {"file": "r.onnx"}, "characters": "abc"}
+    (old / settings.MANIFEST_FILE).write_text(json.dumps(manifest))  # an fp32 export: no version field
+    for name in ("d.onnx", "r.onnx"):
+        (old / name).write_bytes(b"onnx")
+    monkeypatch.setenv("OCR_MODEL_DIR", str(old))
+    ctx, progress = _context(tmp_path)
+    (ctx.spool_dir / "p.png").write_bytes(_png_bytes())
+    with pytest.raises(
+        FileNotFoundError, match=r"export version 1; this worker needs version \d+: run `python"
+    ):
+        _run(ctx, "p.png")
+    assert [e["message"] for e in progress.events] == ["started", "decoded"]
+
+
+def test_cpu_quota_of_the_own_cgroup_bounds_the_threads(tmp_path: Path) -> None:
+    v2 = tmp_path / "cpu.max"
+    v2.write_text("50000 100000\n")
+    assert settings._read_limit(tmp_path, v1=False) == (50000, 100000)
+    v2.write_text("max 100000\n")
+    assert settings._read_limit(tmp_path, v1=False) == (-1, 0)
+    (tmp_path / "cpu.cfs_quota_us").write_text("150000\n")
+    (tmp_path / "cpu.cfs_period_us").write_text("100000\n")
+    assert settings._read_limit(tmp_path, v1=True) == (150000, 100000)
+    assert settings._read_limit(tmp_path / "absent", v1=True) == (-1, 0)
+    assert 1 <= settings.thread_count() <= len(os.sched_getaffinity(0))
+
+
 # --- reading text ---------------------------------------------------------------------------------------
 
 
@@ -245,6 +280,104 @@ def test_reads_known_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, font_
         assert 0.0 <= line["confidence"] <= 1.0
     assert [e["message"] for e in progress.events] == ["started", "decoded", "detected", "recognized"]
     json.dumps(result)  # the result travels as JSON
+
+
+def test_batched_recognition_reads_what_one_crop_at_a_time_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.ocr import engine, recognize
+    from workers.ocr.detect import DetectParams, detect, fit_canvas
+
+    models = engine.find_models(_require_models())
+    page = samples.text_page(18, size=(1240, 700), seed=7)
+    rgb = np.asarray(page.image.convert("RGB"))
+    grey = np.asarray(page.image.convert("L"))
+    with engine._network(models.detector) as detector:
+        horizontal, free = detect(detector, *fit_canvas(rgb, 2560), DetectParams())
+    calls: list[int] = []
+
+    def read(run: Any) -> list[str]:
+        def counted(batch: Any) -> Any:
+            calls.append(batch.shape[0])
+            return run(batch)
+
+        return [line.text for line in recognize.recognize(counted, grey, horizontal, free, models.characters)]
+
+    with engine._network(models.recognizer) as recognizer:
+        batched = read(recognizer)
+        batches = len(calls)
+        monkeypatch.setattr(recognize, "BATCH_INPUT_PX", 0)  # one crop per run
+        calls.clear()
+        alone = read(recognizer)
+    assert batched == alone
+    assert len(alone) >= len(page.lines)
+    assert batches < len(alone) <= len(calls)  # fewer runs; each crop alone (some twice: faint text)
+
+
+@given(
+    ink=hnp.arrays(np.bool_, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=24)),
+    corner=st.tuples(st.integers(0, 23), st.integers(0, 23)),
+    size=st.tuples(st.integers(1, 24), st.integers(1, 24)),
+)
+def test_inked_window_covers_every_inked_cell_of_the_core(ink: Any, corner: Any, size: Any) -> None:
+    from workers.ocr import detect
+
+    grid = 32
+    rows, cols = ink.shape
+    y0, x0 = min(corner[0], rows - 1), min(corner[1], cols - 1)
+    y1, x1 = min(rows, y0 + size[0]), min(cols, x0 + size[1])
+    core = (y0 * grid, x0 * grid, y1 * grid, x1 * grid)
+    window = detect._inked(core, ink)
+    inside = ink[y0:y1, x0:x1]
+    if not inside.any():
+        assert window is None
+        return
+    assert window is not None
+    top, left, bottom, right = window
+    assert all(v % grid == 0 for v in window)
+    assert core[0] <= top < bottom <= core[2] and core[1] <= left < right <= core[3]
+    ys, xs = np.nonzero(inside)
+    assert top <= (y0 + ys.min()) * grid and bottom >= (y0 + ys.max() + 1) * grid
+    assert left <= (x0 + xs.min()) * grid and right >= (x0 + xs.max() + 1) * grid
+
+
+def test_blank_paper_is_not_run_through_the_detector(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.ocr import engine
+    from workers.ocr.detect import DetectParams, detect, fit_canvas
+
+    models = engine.find_models(_require_models())
+    page = samples.text_page(18, size=(1240, 1000), seed=3, margin_px=300)  # wide blank margins
+    rgb = np.asarray(page.image.convert("RGB"))
+    pixels: list[int] = []
+
+    def boxes(detector: Any) -> list[list[float]]:
+        def counted(batch: Any) -> Any:
+            pixels.append(batch.shape[2] * batch.shape[3])
+            return detector(batch)
+
+        horizontal, free = detect(counted, *fit_canvas(rgb, 2560), DetectParams())
+        corners = [
+            [min(x for x, _ in q), max(x for x, _ in q), min(y for _, y in q), max(y for _, y in q)]
+            for q in free
+        ]
+        return [*horizontal, *corners]  # [x_min, x_max, y_min, y_max]
+
+    with engine._network(models.detector) as detector:
+        cropped = boxes(detector)
+        cropped_px = sum(pixels)
+        pixels.clear()
+        monkeypatch.setattr("workers.ocr.detect.INK_RANGE", -1)  # every cell inked: whole tiles
+        whole = boxes(detector)
+    assert cropped_px < 0.7 * sum(pixels)
+    # The same text is found: where words split into boxes may differ, not what the boxes cover.
+    assert len(cropped) >= len(page.lines) and len(whole) >= len(page.lines)
+    assert _centres_covered(cropped, whole) and _centres_covered(whole, cropped)
+
+
+def _centres_covered(boxes: list[list[float]], others: list[list[float]]) -> bool:
+    def inside(box: list[float], other: list[float]) -> bool:
+        x, y = (box[0] + box[1]) / 2, (box[2] + box[3]) / 2
+        return other[0] <= x <= other[1] and other[2] <= y <= other[3]
+
+    return all(any(inside(box, other) for other in others) for box in boxes)
 
 
 def test_detail_false_keeps_only_text(tmp_path: Path) -> None:

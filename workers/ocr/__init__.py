@@ -13,14 +13,17 @@ from pydantic import BaseModel, Field, field_validator
 from workers.ocr import settings
 from workers.registry import TaskContext, task_kind
 
-# Measured (bench/ocr_bench.py, VmHWM of a fresh process): ~230 MB on a small image, ~320 MB on an A4
-# page at 150 dpi, ~340 MB on a 40 MP image (the pixel limit; decoded, then reduced to 12 MP). Tiling
+# Measured (bench/ocr_bench.py, VmHWM of a fresh process) with the fp32 networks: ~230 MB on a small
+# image, ~320 MB on an A4 page at 150 dpi, ~340 MB on a 40 MP image (the pixel limit; decoded, then
+# reduced to 12 MP); the int8 networks peak ~80 MB lower on a letter page (230 against 309 MB). Tiling
 # bounds the detector's share whatever the image, so the estimate is the A4 figure plus room for the
-# pages a zygote-forked worker inherits, and the ceiling is the 400 MB goal.
+# pages a zygote-forked worker inherits, and the ceiling is the 400 MB goal. VmData runs ~220 MB above
+# RSS (numpy, OpenCV and onnxruntime reserve ~200 MB of it at import): 450 MB at a page's peak.
 ESTIMATE_MB = 340
 CEILING_MB = 400
 DATA_SLACK_MB = 256  # see the declaration below
-# An A4 page takes ~20-30 s of CPU; a 40 MP image about twice that; a starter instance has < 1 CPU.
+# A letter page takes ~3-15 s of CPU (int8 networks); a 40 MP image a few times that; a starter
+# instance has < 1 CPU.
 TIMEOUT_S = 300
 
 

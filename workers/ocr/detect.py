@@ -35,6 +35,7 @@ class DetectParams:
     """EasyOCR readtext's defaults."""
 
     canvas_px: int = 2560
+    mag_ratio: float = 1.0  # the image's scale before the canvas limit, as EasyOCR's mag_ratio
     text_threshold: float = 0.7
     link_threshold: float = 0.4
     low_text: float = 0.4
@@ -74,10 +75,11 @@ def _to_image_coords(box: Array, ratio: float) -> Array:
     return scaled.astype(np.int32).reshape(-1)
 
 
-def fit_canvas(rgb: Array, canvas_px: int) -> tuple[Array, float]:
-    """The detector's view of ``rgb`` (uint8 HxWx3): long side at most canvas_px; and the ratio."""
+def fit_canvas(rgb: Array, canvas_px: int, mag_ratio: float = 1.0) -> tuple[Array, float]:
+    """The detector's view of ``rgb`` (uint8 HxWx3): scaled by mag_ratio, long side at most
+    canvas_px (EasyOCR's resize_aspect_ratio); and the ratio."""
     height, width = rgb.shape[:2]
-    target = min(float(max(height, width)), float(canvas_px))
+    target = min(mag_ratio * max(height, width), float(canvas_px))
     ratio = target / max(height, width)
     if ratio == 1.0:
         return rgb, ratio
@@ -86,16 +88,62 @@ def fit_canvas(rgb: Array, canvas_px: int) -> tuple[Array, float]:
 
 
 def score_maps(run: RunFn, rgb: Array, tile_px: int, margin_px: int) -> Array:
-    """CRAFT's (region, affinity) scores for ``rgb``, at half resolution, computed tile by tile."""
+    """CRAFT's (region, affinity) scores for ``rgb``, at half resolution, computed tile by tile.
+
+    Each tile's core is first shrunk to the grid cells that hold ink, grown by INK_PAD_PX (a blank
+    tile is skipped): on blank paper CRAFT scores far below every threshold, so the page margins and
+    the gaps between blocks of text cost nothing and read as they would have.
+    """
     height, width = rgb.shape[:2]
     canvas_h, canvas_w = _round_up(height, _GRID_PX), _round_up(width, _GRID_PX)
     maps = np.zeros((canvas_h // 2, canvas_w // 2, 2), dtype=np.float32)
-    for core, outer in tiles((canvas_h, canvas_w), tile_px, margin_px):
-        scores = run(_network_input(rgb, outer))
+    ink = ink_cells(rgb)
+    for tile_core, _ in tiles((canvas_h, canvas_w), tile_px, margin_px):
+        core = _inked(tile_core, ink)
+        if core is None:
+            continue
+        outer = _grow_window(core, _round_down(margin_px, _GRID_PX), (canvas_h, canvas_w))
+        scores = run(network_input(rgb, outer))
         cy, cx = (core[0] - outer[0]) // 2, (core[1] - outer[1]) // 2
         ch, cw = (core[2] - core[0]) // 2, (core[3] - core[1]) // 2
         maps[core[0] // 2 : core[2] // 2, core[1] // 2 : core[3] // 2] = scores[0, cy : cy + ch, cx : cx + cw]
     return maps
+
+
+# A grid cell holds ink when its pixel values span more than this (0-255, any channel): text on paper
+# spans ~200, scanner noise and flat tints a few units.
+INK_RANGE = 32
+# Around the inked cells, this much of the core is computed too: CRAFT's region and affinity scores
+# reach a few pixels beyond the strokes.
+INK_PAD_PX = 32
+
+
+def ink_cells(rgb: Array) -> Array:
+    """Boolean grid, one cell per _GRID_PX square of the canvas: does the cell hold ink?"""
+    height, width = rgb.shape[:2]
+    rows, cols = -(-height // _GRID_PX), -(-width // _GRID_PX)
+    padded = np.pad(rgb, ((0, rows * _GRID_PX - height), (0, cols * _GRID_PX - width), (0, 0)), mode="edge")
+    cells = padded.reshape(rows, _GRID_PX, cols, _GRID_PX, 3)
+    spread = cells.max(axis=(1, 3)).astype(np.int16) - cells.min(axis=(1, 3))
+    inked: Array = spread.max(axis=-1) > INK_RANGE
+    return inked
+
+
+def _inked(core: Window, ink: Array) -> Window | None:
+    """The part of ``core`` around its inked cells (grown by INK_PAD_PX), or None if it has none."""
+    y0, x0, y1, x1 = (v // _GRID_PX for v in core)
+    ys, xs = np.nonzero(ink[y0:y1, x0:x1])
+    if ys.size == 0:
+        return None
+    pad = INK_PAD_PX // _GRID_PX
+    top, left = max(y0, y0 + int(ys.min()) - pad), max(x0, x0 + int(xs.min()) - pad)
+    bottom, right = min(y1, y0 + int(ys.max()) + 1 + pad), min(x1, x0 + int(xs.max()) + 1 + pad)
+    return top * _GRID_PX, left * _GRID_PX, bottom * _GRID_PX, right * _GRID_PX
+
+
+def _grow_window(core: Window, margin_px: int, canvas: tuple[int, int]) -> Window:
+    return (max(0, core[0] - margin_px), max(0, core[1] - margin_px),
+            min(canvas[0], core[2] + margin_px), min(canvas[1], core[3] + margin_px))  # fmt: skip
 
 
 Window = tuple[int, int, int, int]  # y0, x0, y1, x1
@@ -111,9 +159,8 @@ def tiles(canvas: tuple[int, int], tile_px: int, margin_px: int) -> Iterator[tup
     canvas_h, canvas_w = canvas
     for y0, y1 in _spans(canvas_h, core_max):
         for x0, x1 in _spans(canvas_w, core_max):
-            outer = (max(0, y0 - margin_px), max(0, x0 - margin_px),
-                     min(canvas_h, y1 + margin_px), min(canvas_w, x1 + margin_px))  # fmt: skip
-            yield (y0, x0, y1, x1), outer
+            core = (y0, x0, y1, x1)
+            yield core, _grow_window(core, margin_px, canvas)
 
 
 def _spans(length: int, core_max: int) -> Iterator[tuple[int, int]]:
@@ -123,7 +170,7 @@ def _spans(length: int, core_max: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + core, length)
 
 
-def _network_input(rgb: Array, window: Window) -> Array:
+def network_input(rgb: Array, window: Window) -> Array:
     """NCHW float32 of one window; beyond the image, zeros as on EasyOCR's padded canvas."""
     y0, x0, y1, x1 = window
     tile = np.zeros((y1 - y0, x1 - x0, 3), dtype=np.float32)

@@ -3,9 +3,10 @@
 Memory plan for one image (figures for an A4 page at 150 dpi, see bench/ocr_bench.py):
 - the image is decoded (and reduced) before any model is loaded;
 - the detector session lives only while the detector runs and is freed before the recognizer's is
-  created, so the two networks' weights (83 MB + 15 MB) never coexist;
-- sessions use ORT_ENABLE_EXTENDED (fuses Conv+BN+ReLU: fewer full-size intermediates; the ALL
-  level's NCHWc layout adds a second copy of the weights), no CPU arena and no memory patterns (each
+  created, so the two networks' weights (21 MB + 5 MB in int8) never coexist;
+- sessions use ORT_ENABLE_EXTENDED (fuses each int8 QuantizeLinear/Conv/DequantizeLinear group into
+  one integer convolution, which BASIC does not; ALL measured no faster on the int8 detector, and its
+  NCHWc layout adds a second copy of the weights), no CPU arena and no memory patterns (each
   activation is freed when its last reader is done instead of being pooled for the next run);
 - glibc returns large freed buffers to the OS (see _return_freed_memory), so tile after tile reuses
   the same pages instead of growing the heap.
@@ -60,12 +61,18 @@ def find_models(model_dir: Path) -> Models:
         raise ModelsMissingError(f"OCR models are not exported in {model_dir}: run `{hint}` once")
     try:
         manifest = json.loads(manifest_path.read_text())
+        version = manifest.get("export_version", 1)
+        if version != settings.EXPORT_VERSION:
+            raise ModelsMissingError(
+                f"OCR models in {model_dir} come from export version {version}; this worker needs "
+                f"version {settings.EXPORT_VERSION}: run `{hint}` again"
+            )
         models = Models(
             detector=model_dir / manifest["detector"]["file"],
             recognizer=model_dir / manifest["recognizer"]["file"],
             characters=str(manifest["characters"]),
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelsMissingError(
             f"OCR manifest {manifest_path} is unreadable ({exc}): run `{hint}` again"
         ) from None
@@ -88,7 +95,7 @@ def read_text(
     progress("decoded", width=image.source_size[0], height=image.source_size[1], scale=image.scale)
     models = find_models(model_dir)
     params = params or DetectParams()
-    canvas, ratio = fit_canvas(image.rgb, params.canvas_px)
+    canvas, ratio = fit_canvas(image.rgb, params.canvas_px, params.mag_ratio)
     grey, scale = image.grey, image.scale
     del image  # the full-size RGB copy is not needed past this point
     with _network(models.detector) as detector:

