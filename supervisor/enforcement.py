@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from supervisor.config import SupervisorSettings
-from supervisor.memory import CGROUP_ROOT, Cgroup
+from supervisor.memory import Cgroup
+from workers.cpu import cpu_quota
 
 
 @dataclass(frozen=True)
@@ -67,50 +67,3 @@ def task_limits(
         settings.data_limit_slack_mb if slack_mb is None else max(slack_mb, settings.data_limit_slack_mb)
     )
     return {"ceiling_mb": ceiling_mb, "data_slack_mb": slack_mb}
-
-
-def cpu_quota(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = CGROUP_ROOT) -> float | None:
-    """The tightest CPU quota over our cgroup and its ancestors (v1 cfs_quota_us, v2 cpu.max)."""
-    try:
-        lines = proc_cgroup.read_text().splitlines()
-    except OSError:
-        return None
-    quotas: list[float] = []
-    for line in lines:
-        _, controllers, rel = line.split(":", 2)
-        names = controllers.split(",")
-        if "cpu" in names:
-            mount = next((root / n for n in (controllers, "cpu", "cpu,cpuacct") if (root / n).is_dir()), None)
-            if mount is not None:
-                quotas += _walk(mount / rel.lstrip("/"), mount, _v1_quota)
-        elif controllers == "":
-            quotas += _walk(root / rel.lstrip("/"), root, _v2_quota)
-    return min(quotas) if quotas else None
-
-
-def _walk(path: Path, top: Path, read: Any) -> list[float]:
-    found = []
-    for directory in [path, *path.parents]:
-        if not directory.is_relative_to(top):
-            break
-        quota = read(directory)
-        if quota is not None:
-            found.append(quota)
-    return found
-
-
-def _v1_quota(directory: Path) -> float | None:
-    try:
-        quota_us = int((directory / "cpu.cfs_quota_us").read_text())
-        period_us = int((directory / "cpu.cfs_period_us").read_text())
-    except (OSError, ValueError):
-        return None
-    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
-
-
-def _v2_quota(directory: Path) -> float | None:
-    try:
-        quota, period = (directory / "cpu.max").read_text().split()
-    except (OSError, ValueError):
-        return None
-    return None if quota == "max" else int(quota) / int(period)

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from workers.cpu import whole_cpus
 from workers.errors import TaskInputError
 from workers.ocr import OcrInput, run_ocr, settings
 from workers.registry import TaskContext, get_kind
@@ -246,15 +247,16 @@ def test_models_of_an_older_export_are_refused(tmp_path: Path, monkeypatch: pyte
 
 
 def test_cpu_quota_of_the_own_cgroup_bounds_the_threads(tmp_path: Path) -> None:
-    v2 = tmp_path / "cpu.max"
-    v2.write_text("50000 100000\n")
-    assert settings._read_limit(tmp_path, v1=False) == (50000, 100000)
-    v2.write_text("max 100000\n")
-    assert settings._read_limit(tmp_path, v1=False) == (-1, 0)
-    (tmp_path / "cpu.cfs_quota_us").write_text("150000\n")
-    (tmp_path / "cpu.cfs_period_us").write_text("100000\n")
-    assert settings._read_limit(tmp_path, v1=True) == (150000, 100000)
-    assert settings._read_limit(tmp_path / "absent", v1=True) == (-1, 0)
+    """The quota of the worker's own cgroup (or a parent's), in whole CPUs, caps the thread pools."""
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/svc\n")
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc" / "cpu.max").write_text("50000 100000\n")
+    assert whole_cpus(proc, tmp_path) == 1  # half a CPU: one thread, never none
+    (tmp_path / "svc" / "cpu.max").write_text("150000 100000\n")
+    assert whole_cpus(proc, tmp_path) == 1
+    (tmp_path / "svc" / "cpu.max").write_text("max 100000\n")
+    assert whole_cpus(proc, tmp_path) is None
     assert 1 <= settings.thread_count() <= len(os.sched_getaffinity(0))
 
 

@@ -18,11 +18,12 @@ from hypothesis import strategies as st
 
 from supervisor.admission import plan, reserve_mb
 from supervisor.config import SupervisorSettings
-from supervisor.enforcement import Enforcement, cpu_quota, task_limits
+from supervisor.enforcement import Enforcement, task_limits
 from supervisor.memory import own_cgroup
 from supervisor.states import Reason, State
 from supervisor.verdict import Ending, judge
 from tests.harness import run_fresh
+from workers.cpu import cpu_quota
 from workers.limits import data_limit_bytes
 from workers.units import MB
 

@@ -91,7 +91,7 @@ def read_text(
     """
     _return_freed_memory()
     started = time.perf_counter()
-    image = load_image(image_path, settings.MAX_PIXELS, settings.WORK_PIXELS)
+    image = load_image(image_path, settings.max_pixels(), settings.WORK_PIXELS)
     progress("decoded", width=image.source_size[0], height=image.source_size[1], scale=image.scale)
     models = find_models(model_dir)
     params = params or DetectParams()

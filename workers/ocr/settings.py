@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from workers.cpu import whole_cpus
 from workers.settings import env
 
 DETECTOR_FILE = "craft_mlt_25k_int8.onnx"
@@ -23,13 +24,18 @@ EXPORT_COMMAND = "python -m workers.ocr.export --out {dir}"
 SUPPORTED_LANGUAGES = frozenset({"en"})
 
 # Refused from the header, before any pixel is decoded. 40 MP is a 600 dpi A4 scan with room to spare.
-MAX_PIXELS = int(env("OCR_MAX_PIXELS") or "40000000")
+DEFAULT_MAX_PIXELS = 40_000_000
 # Larger images are reduced to this many pixels after decoding: text stays far above the recognizer's
 # 64 px line height (300 dpi A4 is 8.7 MP), and every later buffer scales with it.
 WORK_PIXELS = 12_000_000
 # EasyOCR's defaults: the detector sees the image with its long side at most this long.
 CANVAS_PX = 2560
 MAX_FILE_MB = 64
+
+
+def max_pixels() -> int:
+    """``OCR_MAX_PIXELS``: the largest image the worker decodes."""
+    return int(env("OCR_MAX_PIXELS") or DEFAULT_MAX_PIXELS)
 
 
 def model_dir(data_dir: Path | None = None) -> Path:
@@ -44,50 +50,8 @@ def model_dir(data_dir: Path | None = None) -> Path:
 def thread_count() -> int:
     """CPUs this process may run on (cgroup quota included), capped by ``OCR_THREADS``."""
     cpus = len(os.sched_getaffinity(0))
-    quota = _cgroup_cpu_quota()
+    quota = whole_cpus()
     if quota is not None:
         cpus = min(cpus, quota)
     wanted = int(env("OCR_THREADS") or cpus)
     return max(1, min(wanted, cpus))
-
-
-def _cgroup_cpu_quota() -> int | None:
-    """Whole CPUs allowed by the CFS quotas of this process's cgroup and its ancestors (v2 cpu.max,
-    v1 cpu.cfs_quota_us), the tightest one; None when unlimited."""
-    cpus = [quota / period for quota, period in _cpu_limits() if quota > 0 and period > 0]
-    return max(1, int(min(cpus))) if cpus else None
-
-
-def _cpu_limits() -> list[tuple[int, int]]:
-    """(quota, period) of each cgroup from this process's own up to the root; -1 for no quota."""
-    root = Path("/sys/fs/cgroup")
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return []
-    limits = []
-    for line in lines:
-        _, controllers, rel = line.split(":", 2)
-        v1 = "cpu" in controllers.split(",")
-        if not v1 and controllers:
-            continue
-        base = root / "cpu" if v1 else root
-        path = base / rel.lstrip("/")
-        while path == base or base in path.parents:
-            limits.append(_read_limit(path, v1))
-            path = path.parent
-    return limits
-
-
-def _read_limit(path: Path, v1: bool) -> tuple[int, int]:
-    try:
-        if v1:
-            quota = (path / "cpu.cfs_quota_us").read_text().strip()
-            period = (path / "cpu.cfs_period_us").read_text().strip()
-        else:
-            quota, period = (path / "cpu.max").read_text().split()[:2]
-    except (OSError, ValueError):
-        return -1, 0
-    if not quota.lstrip("-").isdigit() or not period.isdigit():
-        return -1, 0  # "max": no quota
-    return int(quota), int(period)
