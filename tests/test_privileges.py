@@ -247,7 +247,9 @@ def test_root_service_workers_hold_no_secret_no_privilege_no_reach(make_server: 
 
         security = server.admin.get("/admin/security").json()
         assert all(item["on"] for item in security.values()), security
-        assert security["network"]["kinds_with_network"] == ["agent"]
+        # The agent here (its LLM endpoint is set) and the browser, which fetches pages; no other kind.
+        kinds = {k["name"] for k in server.client.get("/v1/kinds").json()}
+        assert security["network"]["kinds_with_network"] == sorted({"agent", "browser.render"} & kinds)
         assert "worker protections on:" in server.log()
     finally:
         chat.release.set()
