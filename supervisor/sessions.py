@@ -221,7 +221,7 @@ class Sessions:
             task_oom=task_oom,
             pool_oom=exit_code == -signal.SIGKILL and self.host.new_pool_oom(),
             zygote_lost=end.zygote_lost,
-            data_limited=self.settings.worker_data_limit and self._data_limited(worker.kind),
+            data_limited=self._limits(worker)["data_slack_mb"] is not None,  # as its TASK frame said
         )
         verdict = judge(ending)
         fields = {
@@ -256,10 +256,6 @@ class Sessions:
     def _limits(self, worker: RunningWorker) -> dict[str, float | None]:
         spec = self.catalog.kinds[worker.kind]
         return task_limits(self.settings, worker.ceiling_mb, spec.data_limit, spec.data_slack_mb)
-
-    def _data_limited(self, kind: str) -> bool:
-        spec = self.catalog.kinds.get(kind)
-        return spec is None or spec.data_limit
 
     def forget(self, worker: RunningWorker) -> None:
         self.running.pop(worker.routing_id, None)
