@@ -76,12 +76,12 @@ bench: install models bench-deps
 	OCR_MODEL_DIR=$(abspath $(OCR_MODEL_DIR)) $(BIN)/python -m bench --out bench/results $(BENCH_ARGS)
 
 lint: install
-	$(BIN)/ruff check api memvisor supervisor workers tests bench
-	$(BIN)/ruff format --check api memvisor supervisor workers tests bench
+	$(BIN)/ruff check api memvisor supervisor workers harness tests bench
+	$(BIN)/ruff format --check api memvisor supervisor workers harness tests bench
 	@if command -v shellcheck >/dev/null; then shellcheck render-start.sh deploy/*.sh; else echo "shellcheck not installed: skipped"; fi
 
 typecheck: install
-	$(BIN)/mypy api memvisor supervisor workers
+	$(BIN)/mypy api memvisor supervisor workers harness bench
 
 check: lint typecheck test
 

@@ -26,7 +26,7 @@ async def submit_with_files(
     images_only: bool = False,
 ) -> TaskRow:
     """Spool the files under the new task's id, then queue it; a refusal removes the files again."""
-    supervisor.catalog.resolve(submission.kind)  # refuse an unknown kind before writing anything
+    supervisor.kind(submission.kind)  # refuse an unknown kind before writing anything
     task_id = new_task_id()
     spool = supervisor.spool_dir() / task_id
     names = await save_uploads(files, spool, settings.max_upload_mb)

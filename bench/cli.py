@@ -34,9 +34,9 @@ from bench import (
     report,
     survival,
 )
-from bench.cgroup import LimitedCgroup, make_cgroup
 from bench.plan import FULL, QUICK, Context, Plan
 from bench.service import log
+from harness.cgroup import LimitedCgroup, make_cgroup
 
 ORDER = ("footprint", "dispatch", "enforcement", "ocr", "survival", "rag", "instances", "browser")
 REPO = Path(__file__).resolve().parent.parent

@@ -15,11 +15,11 @@ from typing import Any
 
 import httpx
 
-from bench.cgroup import LimitedCgroup
 from bench.loop import gathered
 from bench.plan import Context, Plan
 from bench.service import container, log, run_child, server
 from bench.stats import latency_summary, over_repeats, percentile, ratio
+from harness.cgroup import LimitedCgroup
 
 ENGINES = (
     "memvisor-http",

@@ -3,7 +3,7 @@ it can. How far past the ceiling did it get, and how long from crossing the ceil
 
 Run in four services: in lab mode (root) with the kernel backstop (per-worker memory cgroups, the
 default) and with the watchdog alone (WORKER_CGROUPS=false); in Render mode (uid 10001, no writable
-cgroup, 0.5 CPU: bench/cgroup.py) with RLIMIT_DATA in each worker (the default) and without it
+cgroup, 0.5 CPU: harness/cgroup.py) with RLIMIT_DATA in each worker (the default) and without it
 (WORKER_DATA_LIMIT=false). Each service runs in a fresh 512 MB container where one can be made, whose
 own OOM-kill counter is read after every trial.
 """
@@ -14,13 +14,13 @@ import time
 from collections import Counter
 from typing import Any
 
-from bench.cgroup import LimitedCgroup, Mode
 from bench.plan import Context, Plan
 from bench.sampler import Track, WorkerSampler
 from bench.service import in_mode, log, server, wait_idle
 from bench.stats import over_repeats
-from supervisor.memory import MB
-from tests.harness import Server
+from harness.cgroup import LimitedCgroup, Mode
+from harness.server import Server
+from workers.units import MB
 
 # name -> (container mode, environment of the service)
 MODES: dict[str, tuple[str, dict[str, str]]] = {

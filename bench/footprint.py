@@ -9,13 +9,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.cgroup import LimitedCgroup
 from bench.plan import Context, Plan
 from bench.procmem import rollup_mb
 from bench.service import container, log, run_child, server, wait_idle
 from bench.stats import over_repeats, ratio
-from supervisor.memory import MB, Cgroup
-from tests.harness import Server
+from harness.cgroup import LimitedCgroup
+from harness.server import Server
+from supervisor.memory import Cgroup
+from workers.units import MB
 
 SETTLE_S = 2.0
 SAMPLES = 5

@@ -1,4 +1,4 @@
-"""Part of scenario 4, survival: the hostile minute (bench/hostile_mix.py: about fifty tasks submitted at
+"""Part of scenario 4, survival: the hostile minute (harness/hostile_mix.py: about fifty tasks submitted at
 once) in Render mode beside lab mode, on several seeds, each run in a fresh 512 MB container.
 
 Judged as tests/test_render_cgroup.py judges one seed: 0 container OOM kills, peak usage under 512 MB,
@@ -13,11 +13,11 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.cgroup import Mode
-from bench.hostile_mix import mix, outcome
 from bench.plan import Context, Plan
 from bench.recorder import MemoryRecorder
 from bench.service import container_figures, in_mode, log, reset_peak, server
+from harness.cgroup import Mode
+from harness.hostile_mix import mix, outcome
 
 MODES = ("render", "lab")
 GIVE_UP_S = 600

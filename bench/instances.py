@@ -19,8 +19,8 @@ from bench.plan import Context, Plan
 from bench.report_format import fmt, table
 from bench.service import log
 from bench.stats import latency_summary, percentile, ratio
-from tests.harness import Server, until
-from tests.postgres import PostgresServer
+from harness.postgres import PostgresServer
+from harness.server import Server, until
 
 NOOP = {"kind": "diag.sleep", "payload": {"seconds": 0}}
 BASELINE = "sqlite x1"

@@ -25,7 +25,7 @@ from bench import ocr_corpus
 from bench.plan import Context, Plan
 from bench.service import container, kinds, log, run_child, server, wrap_of
 from bench.stats import spread
-from tests.harness import Server
+from harness.server import Server
 
 TASK_TIMEOUT_S = 900
 PLAIN_TIMEOUT_S = 1800

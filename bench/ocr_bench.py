@@ -51,7 +51,8 @@ def main() -> int:
     parser.add_argument("--cold-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_child(*args.child, warm=not args.cold_only)))
+        engine, image = args.child
+        print(json.dumps(_child(engine, image, warm=not args.cold_only)))
         return 0
     if args.threads:
         # Read by our engine (OCR_THREADS) and by torch's OpenMP pool (OMP_NUM_THREADS) in the children.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from supervisor.memory import MB, PAGE_BYTES, own_cgroup
+from supervisor.memory import PAGE_BYTES, own_cgroup
+from workers.units import MB
 
 
 def rollup_mb(pid: int) -> dict[str, float]:

@@ -2,7 +2,7 @@
 the HTTP client of a shared Chroma server (``CHROMA_URL``), and that server's own memory.
 
 The service runs twice (in its 512 MB container where one can be made), once per store, against one
-``chroma run`` started here (tests/chroma.py). Each repeat is an ingest of ``DOCUMENTS`` short
+``chroma run`` started here (harness/chroma.py). Each repeat is an ingest of ``DOCUMENTS`` short
 documents and a query, each a task in a fresh worker; the peak is the task's ``peak_rss_mb`` (the
 watchdog's reading of the worker's process tree). A warm-up ingest first builds the data dir's
 low-memory model cache, which the measured tasks then share. The server's RSS (VmRSS of ``chroma
@@ -20,7 +20,7 @@ from typing import Any
 from bench.plan import Context, Plan
 from bench.service import container, kinds, server
 from bench.stats import ratio, spread
-from tests.harness import Server
+from harness.server import Server
 
 DOCUMENTS = 50
 GROWTH_CHUNKS = (10_000, 30_000)
@@ -66,7 +66,7 @@ PARAPHRASES = [
 
 def run(plan: Plan, ctx: Context) -> dict[str, Any]:
     try:
-        from tests.chroma import ChromaServer
+        from harness.chroma import ChromaServer
 
         chroma = ChromaServer()
     except (ImportError, FileNotFoundError) as exc:

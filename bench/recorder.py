@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
-from bench.cgroup import LimitedCgroup
-from supervisor.memory import MB
+from harness.cgroup import LimitedCgroup
+from workers.units import MB
 
 PERIOD_S = 0.1
 

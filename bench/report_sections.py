@@ -11,8 +11,8 @@ from bench.report_format import NOTATION, cell, counts, divide, fmt, table, time
 METHOD = """\
 - Every figure above was measured in this run; nothing is typed in. `latest.json` holds every raw
   sample (latencies, traces, trials) the tables summarise.
-- The service is the real one (`python -m api`, started by `tests.harness.Server`) driven over HTTP,
-  inside a fresh 512 MB memory cgroup (`bench.cgroup`) per scenario where one can be made. Memory
+- The service is the real one (`python -m api`, started by `harness.server.Server`) driven over HTTP,
+  inside a fresh 512 MB memory cgroup (`harness.cgroup`) per scenario where one can be made. Memory
   comes from the cgroup files and /proc (smaps_rollup, statm), never from psutil's host figures.
 - Dispatch: a closed loop of N clients (each submits its next task when the last one ended) on the same
   no-op task for every engine; engines alternate within each repeat. A run stops starting tasks after
@@ -298,7 +298,7 @@ HOSTILE_HEADER = [
 
 
 def _hostile(runs: list[dict[str, Any]]) -> str:
-    """The hostile minute (bench/hostile_mix.py) in Render mode (uid 10001, no writable cgroup, 0.5 CPU)
+    """The hostile minute (harness/hostile_mix.py) in Render mode (uid 10001, no writable cgroup, 0.5 CPU)
     and lab mode (root, a cgroup per worker)."""
     rows = []
     for r in runs:
@@ -311,7 +311,7 @@ def _hostile(runs: list[dict[str, Any]]) -> str:
         memory += [fmt(r["probe_slowest_s"], 2), f"{fmt(r['watchdog_cpu_s'], 2)} ({r['watchdog_rounds']})"]
         alive = "yes" if r["api_alive"] else "**no**"
         rows.append([r["mode"], str(r["seed"]), fmt(r["took_s"]), *tallies, alive, *memory, outcomes])
-    note = "The hostile minute (bench/hostile_mix.py, all submitted at once), each run in a fresh 512 MB "
+    note = "The hostile minute (harness/hostile_mix.py, all submitted at once), each run in a fresh 512 MB "
     note += "cgroup: Render mode (uid 10001, no writable cgroup, 0.5 CPU) and lab mode (root, a cgroup "
     note += "per worker)."
     return note + "\n\n" + table(HOSTILE_HEADER, rows)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.procmem import cgroup_bytes, children, memory_cgroup_dir, oom_kills, statm_rss_mb
-from supervisor.memory import MB
+from workers.units import MB
 
 PERIOD_S = 0.00025  # a short sleep, not a spin: on 2 cores a spinning sampler would starve the watchdog
 

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import workload
-from bench.cgroup import LimitedCgroup
 from bench.plan import Context, Plan
 from bench.recorder import MemoryRecorder
 from bench.service import container, container_figures, log, reset_peak, run_child, wrap_of
+from harness.cgroup import LimitedCgroup
 
 MODES = ("threads", "pool")
 MODULES = {"diag": "workers.diagnostic", "rag": "workers.rag", "agent": "workers.agent", "ocr": "workers.ocr"}

@@ -1,4 +1,4 @@
-"""The real service and the 512 MB containers it runs in (bench/cgroup.py), for the scenarios."""
+"""The real service and the 512 MB containers it runs in (harness/cgroup.py), for the scenarios."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.cgroup import LimitedCgroup, Mode, make_cgroup, make_mode
-from supervisor.memory import MB
-from tests.harness import Server, marked_pids, until
+from harness.cgroup import LimitedCgroup, Mode, make_cgroup, make_mode
+from harness.server import Server, marked_pids, until
+from workers.units import MB
 
 CONTAINER_LIMIT_MB = 512
 STOP_TIMEOUT_S = 40

@@ -47,6 +47,7 @@ from supervisor.wakeups import Listener
 from supervisor.watchdog import Watchdog
 from supervisor.worker import RunningWorker
 from workers.catalog import Catalog
+from workers.registry import KindSpec
 
 __all__ = ["Submission", "Supervisor"]  # the API's one interface: a request, and who answers it
 
@@ -128,7 +129,7 @@ class Supervisor:
             await self._start_workers()
         await self.db.run(self.instances.register, self._report())
         await self._rescue()  # a boot touches only the tasks of dead instances
-        self.listening = await self._listen()
+        self.listening = await wakeups.listen(self)
         self._loops = [asyncio.create_task(upkeep.instance_loop(self), name="memvisor-instance")]
         if self.runs_tasks:
             self._loops += [
@@ -173,25 +174,6 @@ class Supervisor:
         self.watchdog.start()
         self.enforcement = detect(self.probe.cgroup, self.host.cgroups is not None, self.settings)
         log.info("%s", self.enforcement.line())
-
-    async def _listen(self) -> bool:
-        if self.listener is None:
-            return False
-        if self.settings.database_pooler == "transaction" or (
-            self.settings.database_pooler == "auto" and self.db.transaction_pooler_port
-        ):
-            log.warning(
-                "transaction pooler: no LISTEN; polling every %g s", self.settings.queue_poll_interval_s
-            )
-            return False
-        if await self.db.run(self.listener.start, asyncio.get_running_loop()):
-            return True
-        log.warning(
-            "LISTEN is not delivered on this connection (a transaction pooler, such as PgBouncer in "
-            "transaction mode or Supabase's port 6543?): polling every %g s",
-            self.settings.queue_poll_interval_s,
-        )
-        return False
 
     async def stop(self) -> None:
         """Stop claiming; let running tasks finish until the drain deadline; interrupt the rest.
@@ -314,6 +296,23 @@ class Supervisor:
 
     def spool_dir(self) -> Path:
         return self.settings.spool_dir()
+
+    def kind(self, name: str) -> KindSpec:
+        """The enabled kind of that name; raises the refusal an unknown or disabled one gets."""
+        return self.catalog.resolve(name)
+
+    def estimate_mb(self, kind: str) -> float:
+        return self.admission.estimate_mb(self.catalog.kinds[kind])
+
+    def security(self) -> dict[str, Any]:
+        """The workers' protections in force, and why any is off."""
+        return self.privileges.report()
+
+    def current_limits(self) -> dict[str, Any]:
+        return self.limits.current()
+
+    def change_limits(self, changes: dict[str, Any]) -> dict[str, Any]:
+        return self.limits.update(changes)
 
     def outputs_dir(self) -> Path:
         return self.settings.outputs_dir()

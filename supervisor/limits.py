@@ -112,6 +112,7 @@ class Limits:
             "container_oom_kills": probe.oom_kills(),
             "worker_cgroups": host.cgroups is not None,
             "spare_workers": list(spares.pids()),
+            "spare_workers_ready": spares.ready_pids(),
             "estimates_mb": {
                 name: round(self.admission.estimate_mb(spec), 1) for name, spec in self.catalog.kinds.items()
             },

@@ -96,6 +96,10 @@ class Spares:
         """The spares' pids as of the last change: safe to read from any thread."""
         return self._pids
 
+    def ready_pids(self) -> list[int]:
+        """The spares a task would take now (the event loop's view)."""
+        return [s.ready_pid for s in self._spares.values() if s.ready and s.ready_pid is not None]
+
     def _publish(self) -> None:
         self._pids = tuple(s.process.pid for s in self._spares.values() if s.process is not None)
 

@@ -152,6 +152,25 @@ class Listener:
                 log.debug("LISTEN connection close: %s", exc)
 
 
+async def listen(sup: Supervisor) -> bool:
+    """LISTEN where the database delivers it; False (poll only) behind a transaction pooler."""
+    if sup.listener is None:
+        return False
+    if sup.settings.database_pooler == "transaction" or (
+        sup.settings.database_pooler == "auto" and sup.db.transaction_pooler_port
+    ):
+        log.warning("transaction pooler: no LISTEN; polling every %g s", sup.settings.queue_poll_interval_s)
+        return False
+    if await sup.db.run(sup.listener.start, asyncio.get_running_loop()):
+        return True
+    log.warning(
+        "LISTEN is not delivered on this connection (a transaction pooler, such as PgBouncer in "
+        "transaction mode or Supabase's port 6543?): polling every %g s",
+        sup.settings.queue_poll_interval_s,
+    )
+    return False
+
+
 def dispatch(sup: Supervisor, payload: str) -> None:
     """``<task id> <state> <attempts>[ cancel]`` from the database's trigger, a progress
     notification, or a re-check after a reconnect; on the event loop."""

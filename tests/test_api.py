@@ -15,7 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.harness import ADMIN_TOKEN, Server, until
+from harness.server import ADMIN_TOKEN, Server, until
 
 API_KEY = "key-for-tests-0001"
 JWT_SECRET = "supabase-hs256-secret-for-tests-000000"

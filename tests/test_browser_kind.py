@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from bench.cgroup import Mode
+from harness.cgroup import Mode
+from harness.server import Server, until
 from tests.conftest import ServerFactory
-from tests.harness import Server, until
 from workers.browser import CEILING_MB
 
 CHROMIUM = Path("/usr/bin/chromium")

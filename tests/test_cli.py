@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from harness.server import ROOT, Server, free_port
 from memvisor.cli import EXIT_CODES, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
-from tests.harness import ROOT, Server, free_port
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 import memvisor
+from harness.server import Server, free_port, until
 from memvisor import AsyncClient, Client
 from memvisor.http import Retry
 from memvisor.sse import Event
-from tests.harness import Server, free_port, until
 
 API_KEY = "client-key-0001"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ADMIN_TOKEN, Server, until
+from harness.server import ADMIN_TOKEN, Server, until
 
 try:
     from playwright.sync_api import BrowserContext, ConsoleMessage, Page, expect, sync_playwright

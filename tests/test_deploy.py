@@ -28,9 +28,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.cgroup import LimitedCgroup, make_cgroup
+from harness.cgroup import LimitedCgroup, make_cgroup
+from harness.server import MARKER_VAR, ROOT, free_port, marked_pids, until
 from supervisor.store import Store
-from tests.harness import MARKER_VAR, ROOT, free_port, marked_pids, until
 
 SCRIPT = ROOT / "render-start.sh"
 DOCKERFILE = ROOT / "Dockerfile"

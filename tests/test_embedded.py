@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.server import ROOT, Server, run_fresh, until
 from memvisor import Client
-from tests.harness import ROOT, Server, run_fresh, until
 from tests.test_light_api import HEAVY
 
 KINDS = """

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Server, until
-from tests.postgres import PostgresServer
+from harness.postgres import PostgresServer
+from harness.server import Server, until
 
 FINAL = {"succeeded", "failed", "killed", "timed_out", "cancelled"}
 

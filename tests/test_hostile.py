@@ -15,7 +15,7 @@ import jwt
 import msgpack
 import zmq
 
-from tests.harness import ADMIN_TOKEN, Server, passable_for_workers, until
+from harness.server import ADMIN_TOKEN, Server, passable_for_workers, until
 
 API_KEY = "hostile-test-api-key-1234"
 JWT_SECRET = "hostile-test-jwt-secret-0000000000"

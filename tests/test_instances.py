@@ -19,9 +19,9 @@ import psycopg
 import pytest
 import yaml
 
-from tests.harness import Server, marked_pids, passable_for_workers, until
-from tests.pgbouncer import PgBouncer
-from tests.postgres import PostgresServer
+from harness.pgbouncer import PgBouncer
+from harness.postgres import PostgresServer
+from harness.server import Server, marked_pids, passable_for_workers, until
 
 FINAL = ("succeeded", "failed", "killed", "timed_out", "cancelled")
 HEARTBEAT_S = 0.5

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Server
+from harness.server import Server
 from tests.kinds_data import DOCUMENTS, OCR_LINES, QUESTIONS, text_png
 
 pytest.importorskip("chromadb", reason="the rag and agent kinds need the rag extra")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import Server, until
+from harness.server import Server, until
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from tests.harness import ROOT
+from harness.server import ROOT
 
 HEAVY = ["torch", "torchvision", "easyocr", "chromadb", "langgraph", "supabase", "onnxruntime", "numpy"]
 

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from tests.harness import Server
+from harness.server import Server
 
 
 class HealthProbe:

@@ -13,12 +13,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import memvisor
+from harness.server import run_fresh
 from memvisor.errors import ERRORS_BY_REASON, error_for, refusal_for, result_of
 from memvisor.http import RETRY_STATUSES, parse_retry_after, retry_delay_s
 from memvisor.lock import DataDirInUseError, DataDirLock
 from memvisor.sse import Event, EventParser
 from supervisor.states import Reason
-from tests.harness import run_fresh
 
 names = st.text(st.characters(categories=["L", "N"], include_characters="._-"), min_size=1, max_size=20)
 values = st.recursive(

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import psycopg
 
+from harness.postgres import PostgresServer
+from harness.server import Server
 from supervisor.database import Database
 from supervisor.states import State
 from supervisor.store import Store
-from tests.harness import Server
-from tests.postgres import PostgresServer
 
 # What create_all emitted for the first release's models (fe78344), dialect by dialect.
 LEGACY_TASKS = """

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from harness.server import Server, until
 from supervisor.privileges import (
     ALLOWED_ENV,
     SERVICE_SECRETS,
@@ -31,7 +32,6 @@ from supervisor.privileges import (
 )
 from supervisor.privileges_config import DEFAULT_WORKER_USER
 from tests.conftest import ServerFactory
-from tests.harness import Server, until
 from workers import landlock
 from workers.errors import ConfigError
 from workers.registry import task_kind

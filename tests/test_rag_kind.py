@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from tests import harness
+from harness import server as harness
 
 for _module in (
     "chromadb",

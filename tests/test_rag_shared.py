@@ -1,4 +1,4 @@
-"""One Chroma store for every instance: real services (tests.harness.Server) against a real `chroma run`.
+"""One Chroma store for every instance: real services (harness.server.Server) against a real `chroma run`.
 
 Each instance has its own DATA_DIR, as separate machines would; what one ingests another finds only
 through the shared server. The server is session-scoped (tests/conftest.py ``chroma``): every test
@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.chroma import ChromaServer
+from harness.chroma import ChromaServer
+from harness.server import ROOT, Server
 from tests.conftest import ServerFactory
-from tests.harness import ROOT, Server
 from tests.test_rag_kind import CORPUS, PARAPHRASES
 from workers.config import KindSettings, normalise_chroma_url
 

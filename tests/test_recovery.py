@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import time
 
-from tests.harness import Server, marked_pids, until
+from harness.server import Server, marked_pids, until
 
 
 def _running(server: Server, *ids: str) -> bool:

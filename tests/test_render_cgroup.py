@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.cgroup import Mode
-from bench.hostile_mix import BIG_CEILING_MB, mix, outcome
-from tests.harness import Server, until
+from harness.cgroup import Mode
+from harness.hostile_mix import BIG_CEILING_MB, mix, outcome
+from harness.server import Server, until
 from tests.test_memory_enforcement import HealthProbe
 
 LIMIT_MB = 512

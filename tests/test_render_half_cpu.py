@@ -2,7 +2,7 @@
 check (5 s timeout, traffic removed after 15 s of failures) while workers start, allocate and exit,
 and SIGTERM lets a running task finish and the service exit 0 within Render's 30 s grace.
 
-Render mode only (uid 10001, no writable cgroup, a cgroup v1 CPU quota of 0.5 CPU: bench/cgroup.py).
+Render mode only (uid 10001, no writable cgroup, a cgroup v1 CPU quota of 0.5 CPU: harness/cgroup.py).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.cgroup import Mode, make_mode
+from harness.cgroup import Mode, make_mode
+from harness.server import Server, until
 from supervisor.store import Store
-from tests.harness import Server, until
 from tests.test_memory_enforcement import HealthProbe
 
 HEALTHZ_DEADLINE_S = 2.5  # half of Render's health-check timeout

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from bench.cgroup import Mode
-from tests.harness import Server
+from harness.cgroup import Mode
+from harness.server import Server
 from tests.kinds_data import DOCUMENTS, OCR_LINES, QUESTIONS, text_png
 from tests.test_memory_enforcement import HealthProbe
 

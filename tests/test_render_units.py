@@ -16,13 +16,13 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
+from harness.server import run_fresh
 from supervisor.admission import plan, reserve_mb
 from supervisor.config import SupervisorSettings
 from supervisor.enforcement import Enforcement, task_limits
 from supervisor.memory import own_cgroup
 from supervisor.states import Reason, State
 from supervisor.verdict import Ending, judge
-from tests.harness import run_fresh
 from workers.cpu import cpu_quota
 from workers.limits import data_limit_bytes
 from workers.units import MB
@@ -210,8 +210,8 @@ def test_process_tree_from_children_lists_matches_a_full_scan() -> None:
     """The watchdog's cheap walk finds the same tree as a scan of every process."""
     import subprocess
 
+    from harness.server import until
     from supervisor.memory import process_tree
-    from tests.harness import until
 
     parent = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & wait"])
     try:

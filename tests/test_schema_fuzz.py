@@ -12,7 +12,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.harness import ADMIN_TOKEN, Server
+from harness.server import ADMIN_TOKEN, Server
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 EXAMPLES_PER_OPERATION = 40

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ROOT
+from harness.server import ROOT
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.server import Server, marked_pids
 from supervisor.memory import rss_mb
-from tests.harness import Server, marked_pids
 
 pytestmark = pytest.mark.slow
 CLIENTS = 16

@@ -6,8 +6,8 @@ import os
 import signal
 from pathlib import Path
 
+from harness.server import Server, until
 from tests.conftest import ServerFactory
-from tests.harness import Server, until
 
 SPARE_WAIT_S = 15
 
@@ -18,7 +18,8 @@ def _one_spare(server: Server, other_than: int = 0) -> int:
         SPARE_WAIT_S,
         "one spare worker",
     )
-    until(lambda: server.memory()["spare_workers"] == pids, SPARE_WAIT_S, "the supervisor to count it")
+    # Forked is not enough: a task takes a spare only once it said ready, else it forks afresh.
+    until(lambda: server.memory()["spare_workers_ready"] == pids, SPARE_WAIT_S, "the spare to be ready")
     return pids[0]
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Server, marked_pids, until
+from harness.server import Server, marked_pids, until
 
 SAMPLE = {"TASK_MODULES": "tests.sample_kinds", "MAX_CONCURRENCY": "1", "SPARE_WORKERS": "0"}
 

@@ -59,7 +59,7 @@ def worker_view(supervisor: Supervisor) -> list[dict[str, object]]:
 
 @router.get("/security", summary="The workers' protections in force, and why any is off")
 async def security(supervisor: SupervisorDep) -> dict[str, Any]:
-    return supervisor.privileges.report()
+    return supervisor.security()
 
 
 @router.get("/workers", summary="Running workers with live RSS")
@@ -113,12 +113,12 @@ async def instances(supervisor: SupervisorDep) -> list[dict[str, Any]]:
 
 @router.get("/limits", summary="The limits that can change at run time")
 async def get_limits(supervisor: SupervisorDep) -> dict[str, Any]:
-    return supervisor.limits.current()
+    return supervisor.current_limits()
 
 
 @router.patch("/limits", summary="Change limits at run time (until the next restart)")
 async def patch_limits(body: LimitsPatch, supervisor: SupervisorDep) -> dict[str, Any]:
-    return supervisor.limits.update(body.model_dump(exclude_none=True))
+    return supervisor.change_limits(body.model_dump(exclude_none=True))
 
 
 @router.post("/drain", summary="Stop admitting and starting tasks; running tasks finish")

@@ -106,7 +106,7 @@ def _kinds_endpoint(catalog: Catalog) -> Any:
                 "description": spec.description,
                 "enabled": name not in catalog.disabled,
                 "switch": spec.switch,
-                "estimate_mb": round(supervisor.admission.estimate_mb(spec), 1),
+                "estimate_mb": round(supervisor.estimate_mb(name), 1),
                 "ceiling_mb": spec.ceiling_mb,
                 "timeout_s": spec.timeout_s,
                 "retriable": spec.retriable,

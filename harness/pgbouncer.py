@@ -9,8 +9,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.harness import free_port, until
-from tests.postgres import PostgresServer
+from harness.postgres import PostgresServer
+from harness.server import free_port, until
 
 
 class PgBouncer:

@@ -1,5 +1,5 @@
 """Real cgroups for the tests and the benchmark: the way to run the service as a 512 MB Render
-instance would. It lives under bench/ and imports nothing of tests/: the tests import it from here.
+instance would.
 
 Two modes of the same 512 MB container:
 - lab: the service runs as root and may create a memory cgroup per worker (the kernel backstop);
@@ -16,7 +16,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from supervisor.memory import CGROUP_ROOT, MB, own_cgroup
+from supervisor.memory import CGROUP_ROOT, own_cgroup
+from workers.units import MB
 
 RENDER_UID = 10001
 RENDER_CPU_QUOTA_US = 50_000

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.harness import free_port, until
+from harness.server import free_port, until
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.harness import free_port
+from harness.server import free_port
 
 _counter = itertools.count()
 
