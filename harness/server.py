@@ -115,7 +115,34 @@ def _ppid(pid: int) -> int | None:
     return int(stat.rsplit(b")", 1)[1].split()[1])
 
 
-class Server:
+class TaskApi:
+    """Submit, read and wait for tasks over a service's HTTP API, as a client would."""
+
+    client: httpx.Client
+
+    def submit(self, kind: str, payload: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+        response = self.client.post("/v1/tasks", json={"kind": kind, "payload": payload or {}, **fields})
+        assert response.status_code == 202, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.client.get(f"/v1/tasks/{task_id}").json()
+        return body
+
+    def wait(self, task_id: str, timeout_s: float = 60) -> dict[str, Any]:
+        """Long-poll until the task is final; fail if it is not within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            body = self.client.get(f"/v1/tasks/{task_id}", params={"wait_s": max(0.1, min(left, 30))}).json()
+            if body["state"] not in ("queued", "running"):
+                return dict(body)
+            if left <= 0:
+                raise AssertionError(f"task {task_id} still {body['state']} after {timeout_s} s")
+
+
+class Server(TaskApi):
     def __init__(
         self,
         data_dir: Path,
@@ -168,27 +195,6 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-8000:]
-
-    def submit(self, kind: str, payload: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
-        response = self.client.post("/v1/tasks", json={"kind": kind, "payload": payload or {}, **fields})
-        assert response.status_code == 202, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    def task(self, task_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = self.client.get(f"/v1/tasks/{task_id}").json()
-        return body
-
-    def wait(self, task_id: str, timeout_s: float = 60) -> dict[str, Any]:
-        """Long-poll until the task is final; fail if it is not within ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            body = self.client.get(f"/v1/tasks/{task_id}", params={"wait_s": max(0.1, min(left, 30))}).json()
-            if body["state"] not in ("queued", "running"):
-                return dict(body)
-            if left <= 0:
-                raise AssertionError(f"task {task_id} still {body['state']} after {timeout_s} s")
 
     def memory(self) -> dict[str, Any]:
         body: dict[str, Any] = self.admin.get("/admin/memory").json()

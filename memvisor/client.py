@@ -17,66 +17,16 @@ from typing import Any
 
 import httpx
 
-from memvisor.errors import Unreachable, result_of
-from memvisor.http import (
-    Call,
-    Files,
-    Retry,
-    auth_headers,
-    decode,
-    is_final,
-    list_call,
-    retry_delay_s,
-    submit_call,
-    wait_call,
-)
+from memvisor.errors import result_of
+from memvisor.http import Call, Files, Policy, Retry, Steps, decode, is_final, list_call, submit_call
 from memvisor.sse import Event, EventParser
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 FIRST_WAIT_S = 30.0  # run() asks the submit itself to wait this long: one request for a short task
 
 
-class _Options:
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        api_key: str | None,
-        token: str | None,
-        timeout_s: float,
-        retries: int,
-        max_retry_wait_s: float,
-        on_retry: Callable[[Retry], None] | None,
-    ) -> None:
-        self.base_url = base_url.rstrip("/") + "/"  # httpx then keeps the base's path (a prefix)
-        self.headers = auth_headers(api_key, token)
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.max_retry_wait_s = max_retry_wait_s
-        self.on_retry = on_retry
-
-    def next_delay(self, outcome: httpx.Response | Exception, attempt: int, url: str) -> float | None:
-        """The wait before the next try, announced to ``on_retry``; None: this outcome is final."""
-        if isinstance(outcome, Exception):
-            status, retry_after = None, None
-        else:
-            status, retry_after = outcome.status_code, outcome.headers.get("retry-after")
-            if outcome.status_code < 400:
-                return None
-        delay_s = retry_delay_s(status, retry_after, attempt, self.retries, self.max_retry_wait_s)
-        if delay_s is not None and self.on_retry is not None:
-            self.on_retry(Retry(attempt + 1, status, delay_s, url))
-        return delay_s
-
-
-def _final(outcome: httpx.Response | Exception, url: str) -> Any:
-    if isinstance(outcome, Exception):
-        raise Unreachable(f"cannot reach memvisor at {url}: {outcome}") from outcome
-    return decode(outcome)
-
-
-class Client:
-    """A blocking client. Use as a context manager, or call ``close()``."""
+class _Base:
+    """What both clients hold: the policy (URL, headers, timeout, retries); each drives its steps."""
 
     def __init__(
         self,
@@ -89,7 +39,7 @@ class Client:
         max_retry_wait_s: float = 60.0,
         on_retry: Callable[[Retry], None] | None = None,
     ) -> None:
-        self._opts = _Options(
+        self._policy = Policy(
             base_url=base_url,
             api_key=api_key,
             token=token,
@@ -98,7 +48,29 @@ class Client:
             max_retry_wait_s=max_retry_wait_s,
             on_retry=on_retry,
         )
-        self._http = httpx.Client(base_url=self._opts.base_url, headers=self._opts.headers)
+        self._connect()
+
+    def _connect(self) -> None:
+        raise NotImplementedError
+
+    def _request_args(self, call: Call) -> dict[str, Any]:
+        return {"method": call.method, "url": call.path.lstrip("/"), **call.kwargs(self._policy.timeout_s)}
+
+    def _stream_timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self._policy.timeout_s, read=None)  # the server pings an idle stream
+
+
+def _first_wait_s(wait_timeout_s: float | None) -> float:
+    return FIRST_WAIT_S if wait_timeout_s is None else min(FIRST_WAIT_S, wait_timeout_s)
+
+
+class Client(_Base):
+    """A blocking client. Use as a context manager, or call ``close()``."""
+
+    _http: httpx.Client
+
+    def _connect(self) -> None:
+        self._http = httpx.Client(base_url=self._policy.base_url, headers=self._policy.headers)
 
     def __enter__(self) -> Client:
         return self
@@ -109,22 +81,21 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def _send(self, call: Call) -> Any:
-        url = self._opts.base_url + call.path.lstrip("/")
-        attempt = 0
-        while True:
-            outcome: httpx.Response | Exception
-            try:
-                outcome = self._http.request(
-                    call.method, call.path.lstrip("/"), **call.kwargs(self._opts.timeout_s)
-                )
-            except httpx.TransportError as exc:
-                outcome = exc
-            delay_s = self._opts.next_delay(outcome, attempt, url)
-            if delay_s is None:
-                return _final(outcome, url)
-            time.sleep(delay_s)
-            attempt += 1
+    def _drive(self, steps: Steps) -> Any:
+        outcome: httpx.Response | Exception | None = None
+        try:
+            while True:
+                step = steps.send(outcome)
+                if isinstance(step, Call):
+                    try:
+                        outcome = self._http.request(**self._request_args(step))
+                    except httpx.TransportError as exc:
+                        outcome = exc
+                else:
+                    time.sleep(step)
+                    outcome = None
+        except StopIteration as done:
+            return done.value
 
     def submit(
         self,
@@ -146,7 +117,7 @@ class Client:
             wait_s=wait_s,
             idempotency_key=idempotency_key,
         )
-        return RemoteTask(self, self._send(call))
+        return RemoteTask(self, self._drive(self._policy.send(call)))
 
     def run(
         self,
@@ -159,46 +130,50 @@ class Client:
         wait_timeout_s: float | None = None,
     ) -> dict[str, Any]:
         """Submit and wait: the result, or the ``TaskError`` subclass of the task's reason."""
-        first_s = FIRST_WAIT_S if wait_timeout_s is None else min(FIRST_WAIT_S, wait_timeout_s)
-        task = self.submit(
-            kind, payload, files=files, timeout_s=timeout_s, ceiling_mb=ceiling_mb, wait_s=first_s
+        first_s = _first_wait_s(wait_timeout_s)
+        call = submit_call(
+            kind,
+            payload,
+            files=files,
+            timeout_s=timeout_s,
+            ceiling_mb=ceiling_mb,
+            wait_s=first_s,
+            idempotency_key=None,
         )
-        return task.result(None if wait_timeout_s is None else max(0.0, wait_timeout_s - first_s))
+        result: dict[str, Any] = self._drive(self._policy.run(call, first_s, wait_timeout_s))
+        return result
 
     def get(self, task_id: str) -> dict[str, Any]:
-        task: dict[str, Any] = self._send(Call("GET", f"/v1/tasks/{task_id}"))
+        task: dict[str, Any] = self._drive(self._policy.send(Call("GET", f"/v1/tasks/{task_id}")))
         return task
 
     def wait(self, task_id: str, timeout_s: float | None = None) -> dict[str, Any]:
         """The task once final, or as it is when ``timeout_s`` runs out (None: no limit)."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            left_s = 3600.0 if deadline is None else deadline - time.monotonic()
-            task: dict[str, Any] = self._send(wait_call(task_id, left_s))
-            if is_final(task) or (deadline is not None and time.monotonic() >= deadline):
-                return task
+        task: dict[str, Any] = self._drive(self._policy.wait(task_id, timeout_s))
+        return task
 
     def result(self, task_id: str, timeout_s: float | None = None) -> dict[str, Any]:
         return result_of(self.wait(task_id, timeout_s))
 
     def cancel(self, task_id: str) -> dict[str, Any]:
-        task: dict[str, Any] = self._send(Call("DELETE", f"/v1/tasks/{task_id}"))
+        task: dict[str, Any] = self._drive(self._policy.send(Call("DELETE", f"/v1/tasks/{task_id}")))
         return task
 
     def tasks(
         self, *, state: str | None = None, kind: str | None = None, limit: int = 50, offset: int = 0
     ) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self._send(list_call(state, kind, limit, offset))["items"]
+        page = self._drive(self._policy.send(list_call(state, kind, limit, offset)))
+        items: list[dict[str, Any]] = page["items"]
         return items
 
     def kinds(self) -> list[dict[str, Any]]:
-        kinds: list[dict[str, Any]] = self._send(Call("GET", "/v1/kinds"))
+        kinds: list[dict[str, Any]] = self._drive(self._policy.send(Call("GET", "/v1/kinds")))
         return kinds
 
     def events(self, task_id: str) -> Iterator[Event]:
         """The task's server-sent events (``state`` with the whole task, ``progress``) until it is final."""
-        timeout = httpx.Timeout(self._opts.timeout_s, read=None)  # the server pings an idle stream
-        with self._http.stream("GET", f"v1/tasks/{task_id}/events", timeout=timeout) as response:
+        path = f"v1/tasks/{task_id}/events"
+        with self._http.stream("GET", path, timeout=self._stream_timeout()) as response:
             if response.status_code >= 400:
                 response.read()
                 decode(response)
@@ -208,30 +183,13 @@ class Client:
                     yield event
 
 
-class AsyncClient:
+class AsyncClient(_Base):
     """The asyncio client: the same methods as ``Client``, awaited. ``async with`` or ``aclose()``."""
 
-    def __init__(
-        self,
-        base_url: str = DEFAULT_URL,
-        *,
-        api_key: str | None = None,
-        token: str | None = None,
-        timeout_s: float = 30.0,
-        retries: int = 5,
-        max_retry_wait_s: float = 60.0,
-        on_retry: Callable[[Retry], None] | None = None,
-    ) -> None:
-        self._opts = _Options(
-            base_url=base_url,
-            api_key=api_key,
-            token=token,
-            timeout_s=timeout_s,
-            retries=retries,
-            max_retry_wait_s=max_retry_wait_s,
-            on_retry=on_retry,
-        )
-        self._http = httpx.AsyncClient(base_url=self._opts.base_url, headers=self._opts.headers)
+    _http: httpx.AsyncClient
+
+    def _connect(self) -> None:
+        self._http = httpx.AsyncClient(base_url=self._policy.base_url, headers=self._policy.headers)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -242,22 +200,21 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _send(self, call: Call) -> Any:
-        url = self._opts.base_url + call.path.lstrip("/")
-        attempt = 0
-        while True:
-            outcome: httpx.Response | Exception
-            try:
-                outcome = await self._http.request(
-                    call.method, call.path.lstrip("/"), **call.kwargs(self._opts.timeout_s)
-                )
-            except httpx.TransportError as exc:
-                outcome = exc
-            delay_s = self._opts.next_delay(outcome, attempt, url)
-            if delay_s is None:
-                return _final(outcome, url)
-            await asyncio.sleep(delay_s)
-            attempt += 1
+    async def _drive(self, steps: Steps) -> Any:
+        outcome: httpx.Response | Exception | None = None
+        try:
+            while True:
+                step = steps.send(outcome)
+                if isinstance(step, Call):
+                    try:
+                        outcome = await self._http.request(**self._request_args(step))
+                    except httpx.TransportError as exc:
+                        outcome = exc
+                else:
+                    await asyncio.sleep(step)
+                    outcome = None
+        except StopIteration as done:
+            return done.value
 
     async def submit(
         self,
@@ -279,7 +236,7 @@ class AsyncClient:
             wait_s=wait_s,
             idempotency_key=idempotency_key,
         )
-        return AsyncRemoteTask(self, await self._send(call))
+        return AsyncRemoteTask(self, await self._drive(self._policy.send(call)))
 
     async def run(
         self,
@@ -291,44 +248,48 @@ class AsyncClient:
         ceiling_mb: float | None = None,
         wait_timeout_s: float | None = None,
     ) -> dict[str, Any]:
-        first_s = FIRST_WAIT_S if wait_timeout_s is None else min(FIRST_WAIT_S, wait_timeout_s)
-        task = await self.submit(
-            kind, payload, files=files, timeout_s=timeout_s, ceiling_mb=ceiling_mb, wait_s=first_s
+        first_s = _first_wait_s(wait_timeout_s)
+        call = submit_call(
+            kind,
+            payload,
+            files=files,
+            timeout_s=timeout_s,
+            ceiling_mb=ceiling_mb,
+            wait_s=first_s,
+            idempotency_key=None,
         )
-        return await task.result(None if wait_timeout_s is None else max(0.0, wait_timeout_s - first_s))
+        result: dict[str, Any] = await self._drive(self._policy.run(call, first_s, wait_timeout_s))
+        return result
 
     async def get(self, task_id: str) -> dict[str, Any]:
-        task: dict[str, Any] = await self._send(Call("GET", f"/v1/tasks/{task_id}"))
+        task: dict[str, Any] = await self._drive(self._policy.send(Call("GET", f"/v1/tasks/{task_id}")))
         return task
 
     async def wait(self, task_id: str, timeout_s: float | None = None) -> dict[str, Any]:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            left_s = 3600.0 if deadline is None else deadline - time.monotonic()
-            task: dict[str, Any] = await self._send(wait_call(task_id, left_s))
-            if is_final(task) or (deadline is not None and time.monotonic() >= deadline):
-                return task
+        task: dict[str, Any] = await self._drive(self._policy.wait(task_id, timeout_s))
+        return task
 
     async def result(self, task_id: str, timeout_s: float | None = None) -> dict[str, Any]:
         return result_of(await self.wait(task_id, timeout_s))
 
     async def cancel(self, task_id: str) -> dict[str, Any]:
-        task: dict[str, Any] = await self._send(Call("DELETE", f"/v1/tasks/{task_id}"))
+        task: dict[str, Any] = await self._drive(self._policy.send(Call("DELETE", f"/v1/tasks/{task_id}")))
         return task
 
     async def tasks(
         self, *, state: str | None = None, kind: str | None = None, limit: int = 50, offset: int = 0
     ) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = (await self._send(list_call(state, kind, limit, offset)))["items"]
+        page = await self._drive(self._policy.send(list_call(state, kind, limit, offset)))
+        items: list[dict[str, Any]] = page["items"]
         return items
 
     async def kinds(self) -> list[dict[str, Any]]:
-        kinds: list[dict[str, Any]] = await self._send(Call("GET", "/v1/kinds"))
+        kinds: list[dict[str, Any]] = await self._drive(self._policy.send(Call("GET", "/v1/kinds")))
         return kinds
 
     async def events(self, task_id: str) -> AsyncIterator[Event]:
-        timeout = httpx.Timeout(self._opts.timeout_s, read=None)
-        async with self._http.stream("GET", f"v1/tasks/{task_id}/events", timeout=timeout) as response:
+        path = f"v1/tasks/{task_id}/events"
+        async with self._http.stream("GET", path, timeout=self._stream_timeout()) as response:
             if response.status_code >= 400:
                 await response.aread()
                 decode(response)

@@ -1,12 +1,16 @@
 """What the sync and async clients share: requests as data, retry decisions, answers decoded into
-results or typed errors. No I/O here, so every decision is a pure function."""
+results or typed errors, and each client operation as a generator of steps (a ``Call`` to make, or
+seconds to sleep) that a client drives with its own I/O. No I/O here: the logic is written once, and
+every decision is a pure function."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -15,7 +19,7 @@ from typing import IO, Any
 
 import httpx
 
-from memvisor.errors import refusal_for
+from memvisor.errors import Unreachable, refusal_for, result_of
 
 RETRY_STATUSES = frozenset({429, 503})
 BACKOFF_S = 0.5  # without Retry-After: 0.5, 1, 2, 4 s ...
@@ -173,3 +177,74 @@ def decode(response: httpx.Response) -> Any:
 
 def is_final(task: Mapping[str, Any]) -> bool:
     return task.get("state") not in ("queued", "running")
+
+
+# A client operation: it yields a Call (the client answers with the response, or the transport
+# error) or seconds to sleep (answered with None), and returns the operation's value.
+Outcome = httpx.Response | Exception | None
+Steps = Generator["Call | float", Outcome, Any]
+
+
+class Policy:
+    """A client's base URL, headers, timeout and retry policy."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | None,
+        token: str | None,
+        timeout_s: float,
+        retries: int,
+        max_retry_wait_s: float,
+        on_retry: Callable[[Retry], None] | None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/") + "/"  # httpx then keeps the base's path (a prefix)
+        self.headers = auth_headers(api_key, token)
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.max_retry_wait_s = max_retry_wait_s
+        self.on_retry = on_retry
+
+    def next_delay(self, outcome: Outcome, attempt: int, url: str) -> float | None:
+        """The wait before the next try, announced to ``on_retry``; None: this outcome is final."""
+        if isinstance(outcome, httpx.Response):
+            status, retry_after = outcome.status_code, outcome.headers.get("retry-after")
+            if outcome.status_code < 400:
+                return None
+        else:
+            status, retry_after = None, None
+        delay_s = retry_delay_s(status, retry_after, attempt, self.retries, self.max_retry_wait_s)
+        if delay_s is not None and self.on_retry is not None:
+            self.on_retry(Retry(attempt + 1, status, delay_s, url))
+        return delay_s
+
+    def send(self, call: Call) -> Steps:
+        """One request, retried as the policy says; its decoded answer."""
+        url = self.base_url + call.path.lstrip("/")
+        for attempt in itertools.count():
+            outcome = yield call
+            delay_s = self.next_delay(outcome, attempt, url)
+            if delay_s is None:
+                if not isinstance(outcome, httpx.Response):
+                    raise Unreachable(f"cannot reach memvisor at {url}: {outcome}") from outcome
+                return decode(outcome)
+            yield delay_s
+        raise AssertionError("unreachable")  # itertools.count() never ends
+
+    def wait(self, task_id: str, timeout_s: float | None) -> Steps:
+        """Long-polls until the task is final, or as it is when ``timeout_s`` runs out (None: no limit)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            left_s = 3600.0 if deadline is None else deadline - time.monotonic()
+            task = yield from self.send(wait_call(task_id, left_s))
+            if is_final(task) or (deadline is not None and time.monotonic() >= deadline):
+                return task
+
+    def run(self, submit: Call, first_wait_s: float, wait_timeout_s: float | None) -> Steps:
+        """Submit (the submit itself waits ``first_wait_s``), wait for the rest: the task's result."""
+        task = yield from self.send(submit)
+        if not is_final(task):
+            rest_s = None if wait_timeout_s is None else max(0.0, wait_timeout_s - first_wait_s)
+            task = yield from self.wait(task["id"], rest_s)
+        return result_of(task)

@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from harness.cgroup import LimitedCgroup, make_cgroup
-from harness.server import MARKER_VAR, ROOT, free_port, marked_pids, until
+from harness.server import MARKER_VAR, ROOT, TaskApi, free_port, marked_pids, until
 from supervisor.store import Store
 
 SCRIPT = ROOT / "render-start.sh"
@@ -63,7 +63,7 @@ APP_SETTINGS = (
 )
 
 
-class Deployment:
+class Deployment(TaskApi):
     """render-start.sh as a container's command: its own environment, optionally inside a cgroup."""
 
     def __init__(
@@ -137,23 +137,6 @@ class Deployment:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-8000:]
 
-    def submit(self, kind: str, payload: dict[str, Any], **fields: Any) -> str:
-        response = self.client.post("/v1/tasks", json={"kind": kind, "payload": payload, **fields})
-        assert response.status_code == 202, response.text
-        return str(response.json()["id"])
-
-    def task(self, task_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = self.client.get(f"/v1/tasks/{task_id}").json()
-        return body
-
-    def wait(self, task_id: str, timeout_s: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            body = self.client.get(f"/v1/tasks/{task_id}", params={"wait_s": max(0.1, min(left, 30))}).json()
-            if body["state"] not in ("queued", "running") or left <= 0:
-                return dict(body)
-
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -220,8 +203,8 @@ def test_serves_within_seconds_and_drains_on_sigterm(
     assert server.client.get("/readyz").status_code == 200
     assert httpx.get(f"{server.url}/v1/tasks").status_code == 401
 
-    assert server.wait(server.submit("diag.sleep", {"seconds": 0}))["state"] == "succeeded"
-    running = server.submit("diag.sleep", {"seconds": 1})
+    assert server.wait(server.submit("diag.sleep", {"seconds": 0})["id"])["state"] == "succeeded"
+    running = server.submit("diag.sleep", {"seconds": 1})["id"]
     until(lambda: server.task(running)["state"] == "running", 15, "the 1 s task to run")
     sent = time.monotonic()
     assert server.stop() == 0
@@ -245,7 +228,7 @@ def test_web_concurrency_above_one_is_corrected(deploy: DeploymentFactory) -> No
     server = deploy(env={"WEB_CONCURRENCY": "4"}).start()
     server.wait_ready(30)
     assert "WEB_CONCURRENCY=4 overridden to 1" in server.log()
-    assert server.wait(server.submit("diag.sleep", {"seconds": 0}))["state"] == "succeeded"
+    assert server.wait(server.submit("diag.sleep", {"seconds": 0})["id"])["state"] == "succeeded"
     assert server.stop() == 0
 
 
@@ -506,12 +489,16 @@ def _serve_every_kind(
         {"id": "a", "text": "Render's starter instance has 512 MB of memory."},
         {"id": "b", "text": "Bananas are rich in potassium."},
     ]
-    ingest = server.wait(server.submit("rag.ingest", {"collection": "deploy", "documents": documents}), 300)
+    ingest = server.wait(
+        server.submit("rag.ingest", {"collection": "deploy", "documents": documents})["id"], 300
+    )
     assert ingest["state"] == "succeeded", ingest
     query = {"collection": "deploy", "query": "How much RAM does the smallest paid plan have?", "k": 1}
-    found = server.wait(server.submit("rag.query", query), 300)
+    found = server.wait(server.submit("rag.query", query)["id"], 300)
     assert found["state"] == "succeeded" and found["result"]["matches"][0]["id"] == "a", found
-    agent = server.wait(server.submit("agent", {"question": "How much memory?", "collection": "deploy"}), 300)
+    agent = server.wait(
+        server.submit("agent", {"question": "How much memory?", "collection": "deploy"})["id"], 300
+    )
     assert agent["state"] == "succeeded" and agent["result"]["answer"], agent
 
     assert server.stop() == 0

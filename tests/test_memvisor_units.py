@@ -8,14 +8,15 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import memvisor
 from harness.server import run_fresh
-from memvisor.errors import ERRORS_BY_REASON, error_for, refusal_for, result_of
-from memvisor.http import RETRY_STATUSES, parse_retry_after, retry_delay_s
+from memvisor.errors import ERRORS_BY_REASON, Unreachable, error_for, refusal_for, result_of
+from memvisor.http import RETRY_STATUSES, Call, Policy, Retry, Steps, parse_retry_after, retry_delay_s
 from memvisor.lock import DataDirInUseError, DataDirLock
 from memvisor.sse import Event, EventParser
 from supervisor.states import Reason
@@ -59,6 +60,60 @@ def test_retry_delays_are_bounded_and_honour_retry_after(
     assert delay_s is not None and 0 <= delay_s <= max_wait_s
     if retry_after is not None and retry_after.isdigit():
         assert delay_s == min(float(retry_after), max_wait_s)
+
+
+def _policy(retries: int, seen: list[Retry]) -> Policy:
+    return Policy(
+        base_url="http://mv/jobs",
+        api_key=None,
+        token=None,
+        timeout_s=5,
+        retries=retries,
+        max_retry_wait_s=60,
+        on_retry=seen.append,
+    )
+
+
+def _script(steps: Steps, outcomes: list[httpx.Response | Exception]) -> tuple[list[object], object]:
+    """Drive a client operation with canned outcomes, as a client would with its I/O."""
+    made: list[object] = []
+    answer: httpx.Response | Exception | None = None
+    try:
+        while True:
+            step = steps.send(answer)
+            made.append(step)
+            answer = outcomes.pop(0) if isinstance(step, Call) else None
+    except StopIteration as done:
+        return made, done.value
+
+
+def test_a_client_operation_retries_a_503_after_its_retry_after_then_decodes() -> None:
+    seen: list[Retry] = []
+    busy = httpx.Response(503, headers={"retry-after": "2"}, json={"detail": "busy"})
+    made, value = _script(
+        _policy(3, seen).send(Call("GET", "/v1/kinds")),
+        [busy, httpx.ConnectError("refused"), httpx.Response(200, json=[1])],
+    )
+    assert value == [1]
+    assert [s for s in made if not isinstance(s, Call)] == [2.0, 1.0]  # Retry-After, then 0.5 * 2**1
+    assert [(r.attempt, r.status) for r in seen] == [(1, 503), (2, None)]
+    assert seen[0].url == "http://mv/jobs/v1/kinds"
+
+
+def test_a_client_operation_gives_up_unreachable_once_its_retries_are_spent() -> None:
+    seen: list[Retry] = []
+    with pytest.raises(Unreachable, match="cannot reach memvisor at http://mv/jobs/v1/kinds"):
+        _script(_policy(1, seen).send(Call("GET", "/v1/kinds")), [httpx.ConnectError("x")] * 2)
+    assert len(seen) == 1
+
+
+def test_run_waits_past_the_submit_until_the_task_is_final() -> None:
+    queued = httpx.Response(202, json={"id": "t1", "state": "queued"})
+    done = httpx.Response(200, json={"id": "t1", "state": "succeeded", "result": {"n": 1}})
+    submit = Call("POST", "/v1/tasks")
+    made, value = _script(_policy(0, []).run(submit, 30.0, None), [queued, queued, done])
+    assert value == {"n": 1}
+    assert [s.path for s in made if isinstance(s, Call)] == ["/v1/tasks", "/v1/tasks/t1", "/v1/tasks/t1"]
 
 
 def test_retry_after_as_an_http_date() -> None:
