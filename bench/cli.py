@@ -61,7 +61,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         else REPO / "data/models/ocr",
         help="exported OCR models (default $OCR_MODEL_DIR, else ./data/models/ocr)",
     )
-    parser.add_argument("--keep-work", action="store_true", help="keep the servers' data dirs and logs")
     return parser.parse_args(argv)
 
 
@@ -71,12 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out.resolve()
     work_dir = out_dir / "tmp" / time.strftime("%Y%m%d-%H%M%S")
     work_dir.mkdir(parents=True, exist_ok=True)
-    ctx = Context(
-        out_dir=out_dir,
-        work_dir=work_dir,
-        extra_site=tuple(d for d in args.extra_site.split(":") if d),
-        ocr_model_dir=args.ocr_model_dir.resolve(),
-    )
+    extra_site = tuple(d for d in args.extra_site.split(":") if d)
+    ctx = Context(work_dir, extra_site, args.ocr_model_dir.resolve())
     started = time.monotonic()
     results: dict[str, Any] = {"meta": _meta(plan, ctx)}
     for name in [n for n in ORDER if n in args.only.split(",")]:
@@ -84,27 +79,22 @@ def main(argv: list[str] | None = None) -> int:
         _write_json(results, out_dir)
     results["meta"].update(took_s=round(time.monotonic() - started, 1), load_after=_load())
     _finish(results, out_dir)
-    if not args.keep_work:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            work_dir.parent.rmdir()  # only if no other run's scratch is there
+    shutil.rmtree(work_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        work_dir.parent.rmdir()  # only if no other run's scratch is there
     log(f"done in {results['meta']['took_s'] / 60:.1f} min: {out_dir / 'report.md'}")
     return 0
 
 
-def _scenario(name: str, plan: Plan, ctx: Context, results: dict[str, Any]) -> dict[str, Any]:
-    if name == "survival":
-        return survival.run(plan, ctx, ocr_usable="summary" in (results.get("ocr") or {}))
-    runners: dict[str, Callable[[Plan, Context], dict[str, Any]]] = {
-        "footprint": footprint.run,
-        "dispatch": dispatch.run,
-        "enforcement": enforcement.run,
-        "ocr": ocr.run,
-        "rag": rag.run,
-        "instances": instances.run,
-        "browser": browser_bench.run,
-    }
-    return runners[name](plan, ctx)
+RUNNERS: dict[str, Callable[[Plan, Context], dict[str, Any]]] = {
+    "footprint": footprint.run,
+    "dispatch": dispatch.run,
+    "enforcement": enforcement.run,
+    "ocr": ocr.run,
+    "rag": rag.run,
+    "instances": instances.run,
+    "browser": browser_bench.run,
+}
 
 
 def _guarded(name: str, plan: Plan, ctx: Context, results: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +102,10 @@ def _guarded(name: str, plan: Plan, ctx: Context, results: dict[str, Any]) -> di
     log(f"scenario {name}")
     started = time.monotonic()
     try:
-        result = _scenario(name, plan, ctx, results)
+        if name == "survival":
+            result = survival.run(plan, ctx, ocr_usable="summary" in (results.get("ocr") or {}))
+        else:
+            result = RUNNERS[name](plan, ctx)
     except Exception:
         log(f"scenario {name} failed:\n{traceback.format_exc()}")
         result = {"error": traceback.format_exc()}

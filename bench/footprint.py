@@ -1,8 +1,14 @@
-"""Scenario 1, footprint: the idle API process and zygote against the seed's one big process."""
+"""Scenario 1, footprint: the idle API process and zygote against the seed's one big process.
+
+The service idles in a fresh 512 MB container; RSS and PSS of the API process, the zygote and the
+spare (a worker forked ahead of need, ``SPARE_WORKERS``, default 1) come from smaps_rollup, medians of
+a few readings, idle and again after a batch of no-op tasks. RSS counts the pages a spare shares with
+the zygote twice, PSS splits them. The seed's process (bench/seed.py) imports its whole stack in one
+interpreter, each import timed and followed by a reading; repeats alternate between the two.
+"""
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -10,10 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bench.plan import Context, Plan
-from bench.procmem import rollup_mb
-from bench.service import container, log, run_child, server, wait_idle
-from bench.stats import over_repeats, ratio
-from harness.cgroup import LimitedCgroup
+from bench.probes import rollup_mb
+from bench.service import Box, container, log, run_child, run_task, server, wait_idle
+from bench.stats import aim, fmt, over_repeats, ratio, times
 from harness.server import Server
 from supervisor.memory import Cgroup
 from workers.units import MB
@@ -23,46 +28,45 @@ SAMPLES = 5
 SAMPLE_EVERY_S = 0.2
 AIM_MB = 80.0
 SEED_TIMEOUT_S = 600
-FIGURES = (
-    "api_rss_mb",
-    "api_pss_mb",
-    "zygote_rss_mb",
-    "zygote_pss_mb",
-    "spare_rss_mb",
-    "spare_pss_mb",
-    "sum_rss_mb",
-    "sum_pss_mb",
-)
+PARTS = ("api", "zygote", "spare", "sum")
+NAMES = ("API process, idle", "zygote, idle", "spare worker(s), idle", "**API + zygote + spare, idle**")
+FIGURES = tuple(f"{part}_{kind}_mb" for part in PARTS for kind in ("rss", "pss"))
+CONTAINER_FIGURES = ("container_usage_mb", "container_working_set_mb")
 
 
 def run(plan: Plan, ctx: Context) -> dict[str, Any]:
     service_runs: list[dict[str, Any]] = []
     seed_runs: list[dict[str, Any]] = []
     for repeat in range(plan.repeats):  # alternated, so that both see the same machine load
-        log(f"footprint {repeat + 1}/{plan.repeats}: service")
+        log(f"footprint {repeat + 1}/{plan.repeats}: service, then the seed process")
         service_runs.append(_service_once(plan, ctx, repeat))
-        log(f"footprint {repeat + 1}/{plan.repeats}: seed process")
-        seed_runs.append(_seed_once(ctx))
+        cmd = [sys.executable, "-m", "bench.seed", "--site", ":".join(ctx.extra_site)]
+        seed_runs.append(run_child(cmd, None, SEED_TIMEOUT_S, ctx.repo))
     return {"service": service_runs, "seed": seed_runs, "summary": summarize(service_runs, seed_runs)}
 
 
 def _service_once(plan: Plan, ctx: Context, repeat: int) -> dict[str, Any]:
-    with container() as group, server(ctx.work_dir / f"footprint-{repeat}", group) as srv:
+    with container() as box, server(ctx.work_dir / f"footprint-{repeat}", box) as srv:
         time.sleep(SETTLE_S)
-        idle = _sample(srv, group)
-        _noop_load(srv, plan.footprint_load_tasks)
+        idle = _sample(srv, box)
+        with ThreadPoolExecutor(4) as pool:
+            list(
+                pool.map(
+                    lambda _: run_task(srv, "diag.sleep", {"seconds": 0}, 60),
+                    range(plan.footprint_load_tasks),
+                )
+            )
         wait_idle(srv)
         time.sleep(SETTLE_S)
-        loaded = _sample(srv, group)
+        loaded = _sample(srv, box)
     return {"idle": idle, "after_load": loaded, "load_tasks": plan.footprint_load_tasks}
 
 
-def _sample(srv: Server, group: LimitedCgroup | str) -> dict[str, float]:
+def _sample(srv: Server, box: Box) -> dict[str, float]:
     """Median of a few readings of both processes (and of the container, if there is one)."""
     readings = []
     for _ in range(SAMPLES):
-        reading = _reading(srv, group)
-        if reading:
+        if reading := _reading(srv, box):
             readings.append(reading)
         time.sleep(SAMPLE_EVERY_S)
     if not readings:
@@ -70,7 +74,7 @@ def _sample(srv: Server, group: LimitedCgroup | str) -> dict[str, float]:
     return {key: round(statistics.median(r[key] for r in readings), 1) for key in readings[0]}
 
 
-def _reading(srv: Server, group: LimitedCgroup | str) -> dict[str, float] | None:
+def _reading(srv: Server, box: Box) -> dict[str, float] | None:
     """RSS and PSS of the API process, the zygote and the idle spare workers; the zygote is looked
     up each time (it may have been restarted). RSS counts the pages a spare shares with the zygote
     twice; PSS splits them."""
@@ -79,68 +83,66 @@ def _reading(srv: Server, group: LimitedCgroup | str) -> dict[str, float] | None
     if not api or not zygote:
         return None
     spares = [rollup_mb(pid) for pid in srv.spare_pids()]
-    reading = {
-        "api_rss_mb": api["rss_mb"],
-        "api_pss_mb": api["pss_mb"],
-        "zygote_rss_mb": zygote["rss_mb"],
-        "zygote_pss_mb": zygote["pss_mb"],
-        "spare_rss_mb": sum(s.get("rss_mb", 0.0) for s in spares),
-        "spare_pss_mb": sum(s.get("pss_mb", 0.0) for s in spares),
-    }
-    reading["sum_rss_mb"] = reading["api_rss_mb"] + reading["zygote_rss_mb"] + reading["spare_rss_mb"]
-    reading["sum_pss_mb"] = reading["api_pss_mb"] + reading["zygote_pss_mb"] + reading["spare_pss_mb"]
-    if isinstance(group, LimitedCgroup):
-        cgroup = Cgroup(1, group.path)
-        reading["container_usage_mb"] = int(group.read("memory.usage_in_bytes")) / MB
-        reading["container_working_set_mb"] = cgroup.working_set_bytes() / MB
+    reading: dict[str, float] = {}
+    for kind in ("rss", "pss"):
+        reading[f"api_{kind}_mb"] = api[f"{kind}_mb"]
+        reading[f"zygote_{kind}_mb"] = zygote[f"{kind}_mb"]
+        reading[f"spare_{kind}_mb"] = sum(s.get(f"{kind}_mb", 0.0) for s in spares)
+        reading[f"sum_{kind}_mb"] = sum(reading[f"{part}_{kind}_mb"] for part in PARTS[:3])
+    if box.group is not None:
+        reading["container_usage_mb"] = int(box.group.read("memory.usage_in_bytes")) / MB
+        reading["container_working_set_mb"] = Cgroup(1, box.group.path).working_set_bytes() / MB
     return reading
 
 
-def _noop_load(srv: Server, tasks: int) -> None:
-    def one(_: int) -> None:
-        srv.wait(srv.submit("diag.sleep", {"seconds": 0})["id"], timeout_s=60)
-
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(one, range(tasks)))
-
-
-def _seed_once(ctx: Context) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench.seed", "--site", ":".join(ctx.extra_site)]
-    out = run_child(cmd, "no container: a footprint reading", SEED_TIMEOUT_S, ctx.repo)
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return result
-
-
 def summarize(service_runs: list[dict[str, Any]], seed_runs: list[dict[str, Any]]) -> dict[str, Any]:
-    container_keys = ("container_usage_mb", "container_working_set_mb")
-    idle = over_repeats([r["idle"] for r in service_runs], (*FIGURES, *container_keys))
-    loaded = over_repeats([r["after_load"] for r in service_runs], (*FIGURES, *container_keys))
+    idle = over_repeats([r["idle"] for r in service_runs], (*FIGURES, *CONTAINER_FIGURES))
+    loaded = over_repeats([r["after_load"] for r in service_runs], FIGURES)
     seed = over_repeats(seed_runs, ("rss_mb", "pss_mb", "hwm_mb"))
-    missing = sorted({m for run in seed_runs for m in run["missing"]})
+    ratio_rss = ratio(seed["rss_mb"]["median"], idle["sum_rss_mb"]["median"])
+    ratio_pss = ratio(seed["pss_mb"]["median"], idle["sum_pss_mb"]["median"])
+    rows: list[dict[str, Any]] = [
+        {"process": name, "rss_mb": idle[f"{part}_rss_mb"], "pss_mb": idle[f"{part}_pss_mb"]}
+        for part, name in zip(PARTS, NAMES, strict=True)
+    ]
+    rows[-1]["ratio"] = "x1.00"
+    after = f"the same, idle after {service_runs[0]['load_tasks']} tasks"
+    rows.append({"process": after, "rss_mb": loaded["sum_rss_mb"], "pss_mb": loaded["sum_pss_mb"]})
+    rows.append(
+        {"process": "container working set, idle (cgroup)", "rss_mb": idle["container_working_set_mb"]}
+    )
+    ratios = f"{times(ratio_rss)} RSS, {times(ratio_pss)} PSS"
+    rows.append({"process": "**seed: one process importing the stack**", **seed, "ratio": ratios})
+    missing = {m: e for run in seed_runs for m, e in run["missing"].items()}
     return {
+        "rows": rows,
         "idle": idle,
-        "after_load": loaded,
         "seed": seed,
-        "seed_missing": {m: seed_runs[0]["missing"].get(m, "") for m in missing},
-        "seed_steps": _increments(seed_runs[0]["steps"]) if seed_runs else [],
-        "seed_python": seed_runs[0]["python"] if seed_runs else None,
-        "ratio_seed_to_service_rss": ratio(seed["rss_mb"]["median"], idle["sum_rss_mb"]["median"]),
-        "ratio_seed_to_service_pss": ratio(seed["pss_mb"]["median"], idle["sum_pss_mb"]["median"]),
-        "aim_mb": AIM_MB,
-        "aim_met_rss": _at_most(idle["sum_rss_mb"]["median"], AIM_MB),
-        "aim_met_pss": _at_most(idle["sum_pss_mb"]["median"], AIM_MB),
-        "aim_met_rss_after_load": _at_most(loaded["sum_rss_mb"]["median"], AIM_MB),
+        "seed_missing": "; ".join(f"`{m}` ({e})" for m, e in missing.items()) or "none",
+        "seed_steps": _increments(seed_runs[0]["steps"]),
+        "seed_python": seed_runs[0]["python"],
+        "aims": _aims(idle, seed, ratio_rss),
     }
+
+
+def _aims(idle: dict[str, Any], seed: dict[str, Any], ratio_rss: float | None) -> list[dict[str, Any]]:
+    rows = []
+    for kind in ("RSS", "PSS"):
+        figure = idle[f"sum_{kind.lower()}_mb"]
+        met = None if figure["median"] is None else figure["median"] <= AIM_MB
+        rows.append(
+            aim("1 footprint", f"API + zygote + spare idle {kind} {fmt(figure)} MB", f"<= {AIM_MB:g} MB", met)
+        )
+    seed_row = aim("1 footprint", f"seed process {fmt(seed['rss_mb'])} MB RSS", "(baseline)", None)
+    return [*rows, {**seed_row, "verdict": f"{times(ratio_rss)} ours"}]
 
 
 def _increments(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What each import added to the process's RSS (the first run's, in import order)."""
     rows, previous = [], 0.0
     for step in steps:
-        rows.append({**step, "added_rss_mb": round(step["rss_mb"] - previous, 1)})
+        rows.append(
+            {**step, "module": f"`{step['module']}`", "added_rss_mb": f"+{step['rss_mb'] - previous:.1f}"}
+        )
         previous = step["rss_mb"]
     return rows
-
-
-def _at_most(value: float | None, limit: float) -> bool | None:
-    return None if value is None else value <= limit

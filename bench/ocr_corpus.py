@@ -3,6 +3,9 @@
     python -m bench.ocr_corpus [--engine ours|plain] [--pages KEY,...]
 
 reads each page with one engine in this process and prints its word match against the truth.
+``--plain-child IMAGE [--site DIR:DIR]`` is the OCR scenario's baseline: a fresh process that reads
+one image with a plain ``easyocr.Reader(['en'])`` (``--site``: site-packages appended to sys.path for
+torch and easyocr kept in another venv) and prints its cold time, VmHWM and text as one JSON line.
 Pages are rendered at bench time (``pdftoppm -r 150``, poppler-utils); the truth is ``pdftotext`` of the
 same page. The packages are installed by ``make bench`` (BENCH_DEBS in the Makefile).
 
@@ -15,15 +18,20 @@ it measures what was read, not the order the OCR engine and pdftotext chose for 
 
 from __future__ import annotations
 
-import argparse
-import subprocess
-import sys
 import time
-import unicodedata
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+
+_STARTED = time.perf_counter()  # first thing: the plain child's cold time counts its imports
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import unicodedata  # noqa: E402
+from collections import Counter  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 DPI = 150
 _R = "/usr/share/R/doc/manual"
@@ -94,10 +102,41 @@ def word_match(hypothesis: str, truth: str) -> float:
     return 2 * sum((hyp & ref).values()) / total
 
 
-def _reader(engine: str) -> Callable[[str], str]:
-    from bench.ocr_bench import _our_reader, _plain_reader
+def _plain_reader() -> Callable[[str], str]:
+    """EasyOCR as its README shows it, with the offline weights and no download."""
+    import torch  # type: ignore[import-not-found, unused-ignore]
 
-    return _plain_reader() if engine == "plain" else _our_reader()  # type: ignore[no-any-return]
+    for op in ("nms", "qnms"):  # see workers.ocr.export._import_torch: CUDA torchvision on CPU torch
+        torch.library.define(
+            f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
+        )
+    import easyocr  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    import easyocr_en_models  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+    models = easyocr_en_models.model_dir()
+    reader = easyocr.Reader(
+        ["en"], gpu=False, model_storage_directory=models, download_enabled=False, verbose=False
+    )
+    return lambda path: "\n".join(str(item[1]) for item in reader.readtext(path))
+
+
+def _our_reader() -> Callable[[str], str]:
+    from workers.ocr import engine, settings
+
+    model_dir = settings.model_dir()
+    return lambda path: str(engine.read_text(Path(path), model_dir, lambda *_, **__: None)["text"])
+
+
+def _plain_child(image: str, site: str) -> dict[str, Any]:
+    sys.path.extend(d for d in site.split(":") if d and d not in sys.path)
+    text = _plain_reader()(image)
+    cold_s = time.perf_counter() - _STARTED
+    hwm = [
+        line.split()[1]
+        for line in Path("/proc/self/status").read_text().splitlines()
+        if line.startswith("VmHWM:")
+    ]
+    return {"cold_s": round(cold_s, 2), "peak_mb": round(int(hwm[0]) / 1024, 1), "text": text}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,14 +144,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=("ours", "plain"), default="ours")
     parser.add_argument("--pages", default=",".join(BY_KEY), help="comma-separated keys")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/ocr-corpus"))
+    parser.add_argument("--plain-child", metavar="IMAGE", help=argparse.SUPPRESS)
+    parser.add_argument("--site", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.plain_child:
+        print(json.dumps(_plain_child(args.plain_child, args.site)))
+        return 0
     pages = tuple(BY_KEY[key] for key in args.pages.split(","))
     reason = missing(pages)
     if reason:
         print(reason, file=sys.stderr)
         return 2
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    read = _reader(args.engine)
+    read = _plain_reader() if args.engine == "plain" else _our_reader()
     scores = []
     for page in pages:
         image, truth = render(page, args.work_dir)

@@ -55,9 +55,8 @@ QUICK = Plan(
 
 @dataclass(frozen=True)
 class Context:
-    """Where a run writes, and what it may use besides the project venv."""
+    """Where a run works, and what it may use besides the project venv."""
 
-    out_dir: Path
     work_dir: Path  # scratch: data dirs of the servers, logs, images (removed at the end)
     extra_site: tuple[str, ...] = field(default=())  # appended to sys.path of baseline children only
     ocr_model_dir: Path | None = None  # exported ONNX models of the ocr kind (OCR_MODEL_DIR)

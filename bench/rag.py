@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import itertools
 import random
-from pathlib import Path
 from typing import Any
 
 from bench.plan import Context, Plan
-from bench.service import container, kinds, server
-from bench.stats import ratio, spread
+from bench.probes import status_mb
+from bench.service import container, kinds, run_task, server
+from bench.stats import fmt, ratio, spread, times
 from harness.server import Server
 
 DOCUMENTS = 50
@@ -72,35 +72,30 @@ def run(plan: Plan, ctx: Context) -> dict[str, Any]:
     except (ImportError, FileNotFoundError) as exc:
         return {"skipped": f"no Chroma server can be started here: {exc}"}
     try:
-        result: dict[str, Any] = {"server_idle_rss_mb": _rss_mb(chroma.pid)}
+        server_mb: dict[str, Any] = {"idle": status_mb(chroma.pid, "VmRSS")}
         runs: dict[str, list[dict[str, Any]]] = {}
         for store, env in (("local", {"CHROMA_URL": ""}), ("http", {"CHROMA_URL": chroma.url})):
-            with container() as group, server(ctx.work_dir / f"rag-{store}", group, env) as srv:
+            with container() as box, server(ctx.work_dir / f"rag-{store}", box, env) as srv:
                 if "rag.ingest" not in kinds(srv):
                     return {"skipped": "the service does not offer the rag kinds (GET /v1/kinds)"}
                 _task(srv, "rag.ingest", _ingest(f"warmup-{store}", 1))
                 runs[store] = [_repeat(srv, f"bench-{store}-{n}") for n in range(plan.repeats)]
                 if store == "http":
-                    _load_server(srv)
-        result["server_documents"] = 1 + plan.repeats * DOCUMENTS + SERVER_LOAD_DOCUMENTS
-        result["server_loaded_rss_mb"] = _rss_mb(chroma.pid)
-        result["server_growth_rss_mb"] = _grow_server(chroma)
-        result["server_peak_rss_mb"] = _status_mb(chroma.pid, "VmHWM")
+                    for start in range(0, SERVER_LOAD_DOCUMENTS, BATCH):
+                        _task(srv, "rag.ingest", _ingest("server-load", BATCH, first=start))
+        server_mb["documents"] = 1 + plan.repeats * DOCUMENTS + SERVER_LOAD_DOCUMENTS
+        server_mb["loaded"] = status_mb(chroma.pid, "VmRSS")
+        server_mb["growth"] = _grow_server(chroma)
+        server_mb["peak"] = status_mb(chroma.pid, "VmHWM")
     finally:
         chroma.close()
-    return {**result, "runs": runs, "summary": summarize(runs, result)}
+    return {"runs": runs, "server_rss_mb": server_mb, "summary": summarize(runs, server_mb)}
 
 
 def _repeat(srv: Server, collection: str) -> dict[str, Any]:
     ingest = _task(srv, "rag.ingest", _ingest(collection, DOCUMENTS))
     query = _task(srv, "rag.query", {"collection": collection, "query": PARAPHRASES[0][0], "k": 3})
     return {"ingest_peak_mb": ingest["peak_rss_mb"], "query_peak_mb": query["peak_rss_mb"]}
-
-
-def _load_server(srv: Server) -> None:
-    for start in range(0, SERVER_LOAD_DOCUMENTS, BATCH):
-        payload = _ingest("server-load", BATCH, first=start)
-        _task(srv, "rag.ingest", payload)
 
 
 def _grow_server(chroma: Any) -> dict[int, float | None]:
@@ -125,7 +120,7 @@ def _grow_server(chroma: Any) -> dict[int, float | None]:
             )
         stored = target
         collection.query(query_embeddings=[[0.1] * DIMENSIONS], n_results=3)  # type: ignore[arg-type]
-        figures[target] = _rss_mb(chroma.pid)
+        figures[target] = status_mb(chroma.pid, "VmRSS")
     return figures
 
 
@@ -136,36 +131,26 @@ def _ingest(collection: str, count: int, first: int = 0) -> dict[str, Any]:
 
 
 def _task(srv: Server, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-    done = srv.wait(srv.submit(kind, payload)["id"], TASK_TIMEOUT_S)
+    done = run_task(srv, kind, payload, TASK_TIMEOUT_S)
     if done["state"] != "succeeded":
         raise RuntimeError(f"{kind} ended {done['state']}: {done.get('error')}")
     return done
 
 
-def _status_mb(pid: int | None, field: str) -> float | None:
-    if pid is None:
-        return None
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return None
-
-
-def _rss_mb(pid: int | None) -> float | None:
-    return _status_mb(pid, "VmRSS")
-
-
-def summarize(runs: dict[str, list[dict[str, Any]]], server: dict[str, Any]) -> dict[str, Any]:
+def summarize(runs: dict[str, list[dict[str, Any]]], server_mb: dict[str, Any]) -> dict[str, Any]:
     keys = ("ingest_peak_mb", "query_peak_mb")
-    table = {store: {key: spread(r[key] for r in rows) for key in keys} for store, rows in runs.items()}
-
-    def median(store: str, key: str) -> float | None:
-        value: float | None = table.get(store, {}).get(key, {}).get("median")
-        return value
-
-    return {
-        "table": table,
-        "server": server,
-        "ingest_ratio_http_to_local": ratio(median("http", keys[0]), median("local", keys[0])),
-        "query_ratio_http_to_local": ratio(median("http", keys[1]), median("local", keys[1])),
+    rows: list[dict[str, Any]] = [
+        {"store": store, **{key: spread(r[key] for r in repeats) for key in keys}}
+        for store, repeats in runs.items()
+    ]
+    by_store = {row["store"]: row for row in rows}
+    ratios = {
+        key: times(ratio(by_store["http"][key]["median"], by_store["local"][key]["median"])) for key in keys
     }
+    growth = ", ".join(f"{fmt(mb)} MB at {int(n):,}" for n, mb in server_mb["growth"].items())
+    serving = (
+        f"`chroma run`: {fmt(server_mb['idle'])} MB RSS idle, {fmt(server_mb['loaded'])} MB after this "
+        f"scenario's {server_mb['documents']:,} documents; one collection of stored chunks: {growth} "
+        f"(peak {fmt(server_mb['peak'])} MB)."
+    )
+    return {"rows": rows, "ratios": [{"store": "HTTP / local", **ratios}], "server": serving}

@@ -11,12 +11,11 @@
 
 The driver (``run``) sits outside the container and reads one JSON line per event from the child:
 
-    python -m bench.seedload --mode threads|pool --jobs F --start I --clients K --deadline T ...
+    python -m bench.seedload CONFIG.json FIRST_JOB|setup
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import os
@@ -31,16 +30,14 @@ from typing import Any
 
 from bench import workload
 from bench.plan import Context, Plan
-from bench.recorder import MemoryRecorder
-from bench.service import container, container_figures, log, reset_peak, run_child, wrap_of
-from harness.cgroup import LimitedCgroup
+from bench.probes import MemoryRecorder
+from bench.service import Box, container, log, run_child
+from bench.stats import threaded
 
 MODES = ("threads", "pool")
 MODULES = {"diag": "workers.diagnostic", "rag": "workers.rag", "agent": "workers.agent", "ocr": "workers.ocr"}
 SETUP_TIMEOUT_S = 300
 DRAIN_S = 300  # after the deadline, how long in-flight jobs may take
-REPO = Path(__file__).resolve().parent.parent
-BROKEN = "BrokenProcessPool"  # a job the broken pool took down with it: no answer, so lost
 
 # ----- the child: runs jobs and reports ---------------------------------------------------------------
 
@@ -60,81 +57,56 @@ def _pid(_: int) -> int:
     return os.getpid()
 
 
-class Child:
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.jobs: list[dict[str, Any]] = json.loads(Path(args.jobs).read_text())
-        self.next = args.start
-        self.lock = threading.Lock()
-        self.pool_broken = False
-        # Everything is imported, and the pool's processes forked, before any other thread exists:
-        # forking while a thread holds the import lock would hang the child (a bench artefact).
-        for kind in {job["kind"] for job in self.jobs}:
-            importlib.import_module(MODULES[kind.split(".")[0]])
-        self.pool = ProcessPoolExecutor(args.clients) if args.mode == "pool" else None
-        if self.pool is not None:
-            list(self.pool.map(_pid, range(args.clients)))
+def serve(config: dict[str, Any], first: int) -> None:
+    """Play the jobs from ``first`` on with ``clients`` threads until the deadline (or until the pool
+    breaks), one JSON line per event on stdout."""
+    jobs, lock = iter(config["jobs"][first:]), threading.Lock()
+    dirs = (config["data_dir"], config["spool_dir"])
+    # Everything is imported, and the pool's processes forked, before any other thread exists:
+    # forking while a thread holds the import lock would hang the child (a bench artefact).
+    for kind in {job["kind"] for job in config["jobs"]}:
+        importlib.import_module(MODULES[kind.split(".")[0]])
+    broken = threading.Event()  # the pool broke: no job is taken any more
+    pool = ProcessPoolExecutor(config["clients"]) if config["mode"] == "pool" else None
+    if pool is not None:
+        list(pool.map(_pid, range(config["clients"])))
 
-    def emit(self, event: dict[str, Any]) -> None:
-        with self.lock:
+    def emit(event: dict[str, Any]) -> None:
+        with lock:
             print(json.dumps({**event, "t": time.time()}), flush=True)
 
-    def take(self) -> dict[str, Any] | None:
-        with self.lock:
-            if time.time() >= self.args.deadline or self.next >= len(self.jobs) or self.pool_broken:
-                return None
-            job: dict[str, Any] = self.jobs[self.next]
-            self.next += 1
-            return job
-
-    def client(self) -> None:
-        while (job := self.take()) is not None:
-            self.emit({"event": "start", "i": job["index"]})
-            error = self.execute(job)
-            state = "succeeded" if error is None else "lost" if error == BROKEN else "failed"
-            self.emit({"event": "end", "i": job["index"], "state": state, "error_type": error})
-
-    def execute(self, job: dict[str, Any]) -> str | None:
+    def play_one() -> None:
+        with lock:
+            job = None if broken.is_set() else next(jobs, None)
+        if job is None:
+            return
+        emit({"event": "start", "i": job["index"]})
+        state, error = "succeeded", None
         try:
-            if self.pool is None:
-                run_job(job, self.args.data_dir, self.args.spool_dir)
+            if pool is None:
+                run_job(job, *dirs)
             else:
-                self.pool.submit(run_job, job, self.args.data_dir, self.args.spool_dir).result()
-        except BrokenProcessPool:
-            with self.lock:
-                first, self.pool_broken = not self.pool_broken, True
-            if first:
-                self.emit({"event": "pool_broken"})
-            return BROKEN
+                pool.submit(run_job, job, *dirs).result()
+        except BrokenProcessPool:  # no answer: lost, like every job in flight
+            state, error = "lost", "BrokenProcessPool"
+            broken.set()
+            emit({"event": "pool_broken"})
         except Exception as exc:  # the job's failure: reported, as the seed would log it
-            return type(exc).__name__
-        return None
+            state, error = "failed", type(exc).__name__
+        emit({"event": "end", "i": job["index"], "state": state, "error_type": error})
 
-    def serve(self) -> None:
-        threads = [threading.Thread(target=self.client) for _ in range(self.args.clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+    threaded(play_one, len(config["jobs"]) - first, config["clients"], config["deadline"] - time.time())
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def child_main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.seedload")
-    parser.add_argument("--mode", choices=(*MODES, "setup"), required=True)
-    parser.add_argument("--jobs", default="")
-    parser.add_argument("--start", type=int, default=0)
-    parser.add_argument("--clients", type=int, default=1)
-    parser.add_argument("--deadline", type=float, default=0.0)
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--spool-dir", required=True)
-    args = parser.parse_args()
-    if args.mode == "setup":
+def child_main(config_path: str, first: str) -> None:
+    config = json.loads(Path(config_path).read_text())
+    if first == "setup":  # the collection the queries read, before the clock starts
         job = {"index": -1, "kind": "rag.ingest", "payload": workload.setup_ingest()}
-        run_job(job, args.data_dir, args.spool_dir)
-        return
-    Child(args).serve()
+        run_job(job, config["data_dir"], config["spool_dir"])
+    else:
+        serve(config, int(first))
 
 
 # ----- the driver: restarts the child when it dies, counts what was lost -------------------------------
@@ -144,55 +116,46 @@ def run(
     mode: str, sequence: list[workload.Job], plan: Plan, ctx: Context, image: bytes | None
 ) -> dict[str, Any]:
     work = ctx.work_dir / f"seed-{mode}"
-    dirs = {"data": work / "data", "spool": work / "spool"}
-    for path in dirs.values():
-        path.mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = {"mode": mode, "clients": plan.survival_clients}
+    config["jobs"] = [job.as_dict() for job in sequence]
+    for name in ("data_dir", "spool_dir"):
+        config[name] = str(work / name)
+        (work / name).mkdir(parents=True, exist_ok=True)
     if image is not None:
-        (dirs["spool"] / workload.OCR_FILE).write_bytes(image)
-    jobs_file = work / "jobs.json"
-    jobs_file.write_text(json.dumps([job.as_dict() for job in sequence]))
-    common = ["--data-dir", str(dirs["data"]), "--spool-dir", str(dirs["spool"])]
-    with container() as group:
+        (work / "spool_dir" / workload.OCR_FILE).write_bytes(image)
+    cmd = [sys.executable, "-m", "bench.seedload", str(work / "config.json")]
+    with container() as box:
+        (work / "config.json").write_text(json.dumps(config))
         if any(job.kind == "rag.query" for job in sequence):
-            setup = [sys.executable, "-m", "bench.seedload", "--mode", "setup", *common]
-            run_child(setup, group, SETUP_TIMEOUT_S, ctx.repo)
+            run_child([*cmd, "setup"], box, SETUP_TIMEOUT_S, ctx.repo)
         log(f"survival: seed way ({mode}), {plan.survival_s:g} s of the same jobs")
-        cmd = [sys.executable, "-m", "bench.seedload", "--mode", mode, "--jobs", str(jobs_file), *common]
-        cmd += ["--clients", str(plan.survival_clients)]
-        return _drive(cmd, group, plan, work, {job.index: job.kind for job in sequence})
-
-
-def _drive(
-    cmd: list[str], group: LimitedCgroup | str, plan: Plan, work: Path, kinds: dict[int, str]
-) -> dict[str, Any]:
-    ooms_before = reset_peak(group)
-    recorder = MemoryRecorder(group)
-    recorder.start()
-    started = time.time()
-    state = _DriveState(started, kinds)
-    while True:
-        full = [*(wrap_of(group) or []), *cmd, "--start", str(state.next_index)]
-        full += ["--deadline", str(started + plan.survival_s)]
-        code = _run_once(full, work, state, started + plan.survival_s)
-        if code != 0:
-            state.died(code, _ooms_since(group, ooms_before))
-        if code == 0 or time.time() >= started + plan.survival_s:
-            break
-    recorder.stop()
+        box.reset_peak()
+        recorder = MemoryRecorder(box.group)
+        recorder.start()
+        state = _DriveState(time.time(), {job.index: job.kind for job in sequence})
+        config["deadline"] = state.started + plan.survival_s
+        (work / "config.json").write_text(json.dumps(config))
+        _drive([*box.wrap(), *cmd], box, ctx, state, config["deadline"])
+        recorder.stop()
+        figures = box.figures()
     return {
-        "started": started,
+        "started": state.started,
         "outcomes": list(state.records.values()),
         "deaths": state.deaths,
         "pool_broken_at_s": state.pool_broken_at_s,
         "trace": recorder.samples,
-        **container_figures(group, ooms_before),
+        **figures,
     }
 
 
-def _ooms_since(group: LimitedCgroup | str, before: int | None) -> int | None:
-    if not isinstance(group, LimitedCgroup) or before is None:
-        return None
-    return group.oom_kills - before
+def _drive(cmd: list[str], box: Box, ctx: Context, state: _DriveState, deadline: float) -> None:
+    """Run the child from the next unstarted job on, again each time it dies, until the deadline."""
+    while True:
+        code = _run_once([*cmd, str(state.next_index)], ctx, state, deadline)
+        if code != 0:
+            state.died(code, box.oom_kills())
+        if code == 0 or time.time() >= deadline:
+            return
 
 
 class _DriveState:
@@ -227,9 +190,9 @@ class _DriveState:
         )
 
 
-def _run_once(cmd: list[str], work: Path, state: _DriveState, deadline: float) -> int:
-    with (work / "child.log").open("ab") as errors:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=errors)
+def _run_once(cmd: list[str], ctx: Context, state: _DriveState, deadline: float) -> int:
+    with (ctx.work_dir / "seed-child.log").open("ab") as errors:
+        proc = subprocess.Popen(cmd, cwd=ctx.repo, stdout=subprocess.PIPE, stderr=errors)
         # A child stuck past the deadline would block the read below: kill it after the drain time.
         stuck = threading.Timer(max(0.0, deadline - time.time()) + DRAIN_S, proc.kill)
         stuck.start()
@@ -242,4 +205,4 @@ def _run_once(cmd: list[str], work: Path, state: _DriveState, deadline: float) -
 
 
 if __name__ == "__main__":
-    child_main()
+    child_main(*sys.argv[1:3])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -10,12 +11,12 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.cgroup import LimitedCgroup, Mode, make_cgroup, make_mode
 from harness.server import Server, marked_pids, until
-from workers.units import MB
 
 CONTAINER_LIMIT_MB = 512
 STOP_TIMEOUT_S = 40
@@ -25,30 +26,74 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-@contextmanager
-def container(limit_mb: int = CONTAINER_LIMIT_MB) -> Iterator[LimitedCgroup | str]:
-    """A fresh memory cgroup limited to ``limit_mb``, or the reason none can be made here."""
-    group = make_cgroup(limit_mb)
-    try:
-        yield group
-    finally:
-        if isinstance(group, LimitedCgroup):
-            _empty(group)
-            with contextlib.suppress(OSError):
-                group.remove()
+@dataclass
+class Box:
+    """A fresh 512 MB memory cgroup (in a harness ``Mode`` for lab and Render mode), or the reason
+    none could be made here: then the scenario runs without one and its container figures are None."""
+
+    group: LimitedCgroup | None
+    why_not: str = ""
+    mode: Mode | None = None
+    ooms_before: int | None = None
+
+    def wrap(self) -> list[str]:
+        return self.group.wrap() if self.group else []
+
+    def describe(self) -> str:
+        if self.group is None:
+            return self.why_not
+        return f"{self.group.limit_mb} MB cgroup {self.group.path.name}" + (
+            f", {self.mode.name} mode" if self.mode else ""
+        )
+
+    def reset_peak(self) -> None:
+        """Start counting: the peak usage back to 0 (v1 allows the write), the OOM kills so far."""
+        if self.group is not None:
+            (self.group.path / "memory.max_usage_in_bytes").write_text("0")
+            self.ooms_before = self.group.oom_kills
+
+    def oom_kills(self) -> int | None:
+        if self.group is None or self.ooms_before is None:
+            return None
+        return self.group.oom_kills - self.ooms_before
+
+    def figures(self) -> dict[str, Any]:
+        """OOM kills since ``reset_peak`` and the peak usage, in MB."""
+        peak_mb = round(self.group.max_usage_mb, 1) if self.group else None
+        limit_mb = self.group.limit_mb if self.group else None
+        return {
+            "container": self.describe(),
+            "limit_mb": limit_mb,
+            "container_oom_kills": self.oom_kills(),
+            "container_max_usage_mb": peak_mb,
+        }
 
 
 @contextmanager
-def in_mode(name: str, base_dir: Path) -> Iterator[Mode | str]:
-    """The 512 MB container in ``lab`` or ``render`` mode (``make_mode``), or why none can be made."""
-    mode = make_mode(name, base_dir)
+def container(
+    mode: str | None = None,
+    base_dir: Path | None = None,
+    limit_mb: int = CONTAINER_LIMIT_MB,
+    cpu_quota_us: int | None = None,
+) -> Iterator[Box]:
+    """A fresh container of ``limit_mb`` (under a CFS quota of ``cpu_quota_us`` per 100 ms if given);
+    in ``lab`` or ``render`` mode (harness ``make_mode``, with its data directory under ``base_dir``)
+    when ``mode`` is given. Whatever is left inside is killed after."""
+    if mode:
+        made: Mode | LimitedCgroup | str = make_mode(mode, base_dir or Path("."), limit_mb)
+    else:
+        made = make_cgroup(limit_mb, cpu_quota_us)
+    if isinstance(made, str):
+        yield Box(None, made)
+        return
+    box = Box(made.group, mode=made) if isinstance(made, Mode) else Box(made)
     try:
-        yield mode
+        yield box
     finally:
-        if isinstance(mode, Mode):
-            _empty(mode.group)
-            with contextlib.suppress(OSError):
-                mode.close()
+        assert box.group is not None
+        _empty(box.group)
+        with contextlib.suppress(OSError):
+            made.close() if isinstance(made, Mode) else made.remove()
 
 
 def _empty(group: LimitedCgroup) -> None:
@@ -61,26 +106,18 @@ def _empty(group: LimitedCgroup) -> None:
     time.sleep(0.2)
 
 
-def wrap_of(group: LimitedCgroup | Mode | str) -> list[str] | None:
-    return None if isinstance(group, str) else group.wrap()
-
-
 @contextmanager
-def server(
-    data_dir: Path,
-    group: LimitedCgroup | Mode | str,
-    env: dict[str, str] | None = None,
-    wrap: list[str] | None = None,
-) -> Iterator[Server]:
-    """The service started as ``python -m api`` (inside ``group`` when there is one, as a mode's uid
-    and in its data directory when ``group`` is a ``Mode``, or through ``wrap``), stopped after."""
+def server(data_dir: Path, box: Box | None = None, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """The service started as ``python -m api`` inside ``box`` if given (as its mode's uid and in its
+    data directory when it has one); once its zygote is up (an ``api`` instance has none); stopped after."""
     env = {"LOG_LEVEL": "warning", **(env or {})}
-    if isinstance(group, Mode):
-        data_dir, env = group.data_dir, {**group.env, **env}
-    srv = Server(data_dir, env=env, wrap=wrap or wrap_of(group))
+    if box is not None and box.mode is not None:
+        data_dir, env = box.mode.data_dir, {**box.mode.env, **env}
+    srv = Server(data_dir, env=env, wrap=box.wrap() if box else None)
     try:
         srv.start(ready_timeout_s=60)
-        until(srv.zygote_pid, 60, "the zygote")
+        if env.get("ROLE") != "api":
+            until(srv.zygote_pid, 60, "the zygote")
         yield srv
     finally:
         try:
@@ -93,40 +130,29 @@ def server(
         srv.close()
 
 
-def reset_peak(group: LimitedCgroup | str) -> int | None:
-    """Reset the container's peak usage (v1 allows writing 0); its OOM-kill count so far."""
-    if not isinstance(group, LimitedCgroup):
-        return None
-    (group.path / "memory.max_usage_in_bytes").write_text("0")
-    return group.oom_kills
-
-
-def container_figures(group: LimitedCgroup | str, ooms_before: int | None) -> dict[str, Any]:
-    """OOM kills since ``reset_peak`` and the peak usage, in MB."""
-    if not isinstance(group, LimitedCgroup) or ooms_before is None:
-        return {"container": group, "container_oom_kills": None, "container_max_usage_mb": None}
-    return {
-        "container": f"{group.limit_mb} MB cgroup {group.path.name}",
-        "limit_mb": group.limit_mb,
-        "container_oom_kills": group.oom_kills - ooms_before,
-        "container_max_usage_mb": round(int(group.read("memory.max_usage_in_bytes")) / MB, 1),
-    }
-
-
 def wait_idle(srv: Server, timeout_s: float = 60) -> None:
     until(lambda: not srv.admin.get("/admin/workers").json(), timeout_s, "no running worker")
 
 
-def kinds(srv: Server) -> dict[str, dict[str, Any]]:
-    """Kinds the service offers and has enabled, by name."""
+def kinds(srv: Server) -> set[str]:
+    """The kinds the service offers and has enabled."""
     listed: list[dict[str, Any]] = srv.client.get("/v1/kinds").json()
-    return {kind["name"]: kind for kind in listed if kind.get("enabled", True)}
+    return {kind["name"] for kind in listed if kind.get("enabled", True)}
 
 
-def run_child(cmd: list[str], group: LimitedCgroup | str, timeout_s: float, cwd: Path) -> str:
-    """Run a command (inside ``group`` when there is one); its stdout, or RuntimeError with its stderr."""
-    full = [*(wrap_of(group) or []), *cmd]
+def run_task(
+    srv: Server, kind: str, payload: dict[str, Any], timeout_s: float = 300, **fields: Any
+) -> dict[str, Any]:
+    """Submit a task and wait until it is final; its last state."""
+    return srv.wait(srv.submit(kind, payload, **fields)["id"], timeout_s)
+
+
+def run_child(cmd: list[str], box: Box | None, timeout_s: float, cwd: Path) -> Any:
+    """Run a command (inside ``box`` when there is one); the JSON of its last line of stdout, or
+    RuntimeError with its stderr."""
+    full = [*(box.wrap() if box else []), *cmd]
     done = subprocess.run(full, cwd=cwd, capture_output=True, text=True, timeout=timeout_s, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} exited {done.returncode}: {done.stderr[-2000:]}")
-    return done.stdout
+    lines = done.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else None

@@ -8,6 +8,7 @@ real rag.ingest / rag.query / agent (and ocr) tasks where the service offers the
 
 from __future__ import annotations
 
+import io
 import random
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,6 +31,7 @@ ALLOC_MB = (64, 128, 192, 320, 640)
 ALLOC_RATES_MB_S = (0, 100, 300, 1000)
 SPAWN_MB_EACH = (40, 80, 120)
 OCR_FILE = "page.png"
+OCR_PAGE = {"font_px": 40, "size": (800, 200), "margin_px": 20}  # one line of known text
 
 
 @dataclass(frozen=True)
@@ -76,3 +78,12 @@ def documents(rng: random.Random, tag: str, count: int) -> list[dict[str, Any]]:
 def setup_ingest() -> dict[str, Any]:
     """The collection the queries read, ingested before the clock starts."""
     return {"collection": COLLECTION, "documents": documents(random.Random(SEED), "base", len(TOPICS))}
+
+
+def ocr_image() -> bytes:
+    """The PNG the OCR jobs read."""
+    from workers.ocr import samples
+
+    buffer = io.BytesIO()
+    samples.text_page(**OCR_PAGE).image.save(buffer, format="PNG")  # type: ignore[arg-type]
+    return buffer.getvalue()
