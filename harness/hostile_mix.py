@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-BIG_CEILING_MB = 380
+BIG_CEILING_MB = 350  # under every budget measured (lab 374-393 MB, Render 408 MB): never refused at submit
 # Stopped for memory: at its ceiling, or by the container guard (in lab mode the pool is shared)
 STOPPED = ("killed/memory_ceiling", "killed/container_pressure")
 
@@ -29,7 +29,7 @@ def _alloc(mb: int, rate_mb_s: float, hold_s: float = 0.5) -> dict[str, Any]:
 
 
 def mix(seed: int) -> list[Job]:
-    """Allocators of 300 MB at 200 MB/s, 1 GB/s and flat out under 380 MB ceilings, trees of
+    """Allocators of 300 MB at 200 MB/s, 1 GB/s and flat out under 350 MB ceilings, trees of
     3 x 150 MB, segfaults, 2 GB allocations, and small tasks that must succeed; shuffled by ``seed``."""
     big = {"ceiling_mb": BIG_CEILING_MB}
     jobs: list[Job] = []
