@@ -221,7 +221,8 @@ def test_malformed_json_is_422(server: Server) -> None:
 
 
 def test_events_stream_states_and_progress_until_final(server: Server) -> None:
-    task = server.submit("diag.alloc", {"mb": 20, "hold_s": 0.5})
+    # 2 s to allocate: the stream is open before the progress it must carry (none is replayed)
+    task = server.submit("diag.alloc", {"mb": 20, "rate_mb_s": 10, "hold_s": 0.5})
     events: list[tuple[str, Any]] = []
     with server.client.stream("GET", f"/v1/tasks/{task['id']}/events", timeout=30) as response:
         assert response.headers["content-type"].startswith("text/event-stream")

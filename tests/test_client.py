@@ -55,7 +55,8 @@ def test_async_client_runs_uploads_and_streams_events(server: Server) -> None:
     async def scenario() -> tuple[dict[str, Any], list[Event]]:
         async with AsyncClient(server.url, api_key=API_KEY) as client:
             result = await client.run("sample.echo", {"text": "async"}, files={"a.txt": b"abc"})
-            task = await client.submit("diag.alloc", {"mb": 10, "hold_s": 0.3})
+            # 2 s to allocate: the stream is open before the progress it must carry (none is replayed)
+            task = await client.submit("diag.alloc", {"mb": 10, "rate_mb_s": 5, "hold_s": 0.3})
             events = [event async for event in task.events()]
             return result, events
 
@@ -67,10 +68,11 @@ def test_async_client_runs_uploads_and_streams_events(server: Server) -> None:
 
 
 def test_sync_events_end_with_the_final_task(client: Client) -> None:
-    task = client.submit("sample.echo", {"text": "events"})
+    # 2 s to allocate: the stream is open before the progress it must carry (none is replayed)
+    task = client.submit("diag.alloc", {"mb": 10, "rate_mb_s": 5})
     events = list(task.events())
     assert [e.data["state"] for e in events if e.event == "state"][-1] == "succeeded"
-    assert any(e.event == "progress" and e.data["message"] == "echoing" for e in events)
+    assert any(e.event == "progress" and e.data["message"] == "allocated" for e in events)
 
 
 @pytest.mark.parametrize(
