@@ -70,7 +70,7 @@ run: install models worker-user
 test: install models system-deps worker-user
 	OCR_MODEL_DIR=$(abspath $(OCR_MODEL_DIR)) $(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
 
-# Under 15 minutes; BENCH_ARGS=--quick for a two-minute smoke run. Writes bench/results/.
+# About 25 minutes; BENCH_ARGS=--quick for a smoke run of about 6 minutes. Writes bench/results/.
 bench: install models bench-deps
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[bench]'
 	OCR_MODEL_DIR=$(abspath $(OCR_MODEL_DIR)) $(BIN)/python -m bench --out bench/results $(BENCH_ARGS)

@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (about 2-4 minutes)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (about 6 minutes)")
     parser.add_argument("--only", default=",".join(ORDER), help=f"comma-separated, of: {', '.join(ORDER)}")
     parser.add_argument(
         "--extra-site",
