@@ -5,7 +5,6 @@ every decision is a pure function."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import time
@@ -222,15 +221,17 @@ class Policy:
     def send(self, call: Call) -> Steps:
         """One request, retried as the policy says; its decoded answer."""
         url = self.base_url + call.path.lstrip("/")
-        for attempt in itertools.count():
+        attempt = 0
+        while True:
             outcome = yield call
             delay_s = self.next_delay(outcome, attempt, url)
             if delay_s is None:
-                if not isinstance(outcome, httpx.Response):
-                    raise Unreachable(f"cannot reach memvisor at {url}: {outcome}") from outcome
-                return decode(outcome)
+                break
             yield delay_s
-        raise AssertionError("unreachable")  # itertools.count() never ends
+            attempt += 1
+        if not isinstance(outcome, httpx.Response):
+            raise Unreachable(f"cannot reach memvisor at {url}: {outcome}") from outcome
+        return decode(outcome)
 
     def wait(self, task_id: str, timeout_s: float | None) -> Steps:
         """Long-polls until the task is final, or as it is when ``timeout_s`` runs out (None: no limit)."""
