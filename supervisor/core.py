@@ -346,7 +346,7 @@ class Supervisor:
         await self.sessions.launch(row)
 
     def refused(self, task_id: str, verdict: Verdict) -> None:
-        log.warning("task %s refused: %s", task_id, verdict.error_message)
+        log.warning("task %s ended at claim: %s", task_id, verdict.error_message or verdict.reason)
         self.publish(task_id, verdict.state, reason=verdict.reason)
         self.outcomes.drop_files(task_id)
 

@@ -19,7 +19,7 @@ from supervisor.admission import Admission
 from supervisor.database import Database
 from supervisor.errors import StoreUnavailableError
 from supervisor.schema import utcnow
-from supervisor.states import State
+from supervisor.states import FINAL, Reason, State
 from supervisor.store import Store
 from supervisor.verdict import Verdict
 
@@ -46,7 +46,8 @@ class Outcomes:
         self.spool_dir = spool_dir
         self.publish = publish
         self.history = history
-        self._unsaved: list[Callable[[], bool]] = []
+        self._unsaved_writes: list[Callable[[], State | None]] = []
+        self._unsaved: list[Callable[[State | None], None]] = []  # what follows each write
         self._pending_peaks: dict[str, list[float]] = {}
 
     async def end(
@@ -54,35 +55,37 @@ class Outcomes:
     ) -> None:
         write = functools.partial(self._write, task_id, attempt, verdict, retry, fields)
         try:
-            moved = await self.db.run(write)
+            written = await self.db.run(write)
         except StoreUnavailableError as exc:
             # The answer is kept, not lost: it is written as soon as the database is back.
             log.warning("task %s: outcome not yet saved (%s); retrying", task_id, exc)
-            self._unsaved.append(write)
+            self._unsaved.append(functools.partial(self._after, task_id, verdict, retry))
+            self._unsaved_writes.append(write)
             return
-        self._after(task_id, verdict, retry, moved)
+        self._after(task_id, verdict, retry, written)
 
     def _write(
         self, task_id: str, attempt: int, verdict: Verdict, retry: bool, fields: dict[str, Any]
-    ) -> bool:
+    ) -> State | None:
+        """Write the attempt's end; the state written, or None if the task was taken away."""
+        if retry and self._move(
+            task_id,
+            attempt,
+            State.CANCELLED,
+            requested=True,
+            reason=Reason.CANCELLED,
+            finished_at=utcnow(),
+            **fields,
+        ):
+            # A cancel asked through a peer is terminal: a retry must not run the task again.
+            return State.CANCELLED
         if retry:
-            moved = self.store.transition(
-                task_id,
-                State.QUEUED,
-                src=State.RUNNING,
-                owner=self.owner,
-                attempt=attempt,
-                owner_id=None,
-                reason=verdict.reason,
-                **fields,
-            )
+            moved = self._move(task_id, attempt, State.QUEUED, owner_id=None, reason=verdict.reason, **fields)
         else:
-            moved = self.store.transition(
+            moved = self._move(
                 task_id,
+                attempt,
                 verdict.state,
-                src=State.RUNNING,
-                owner=self.owner,
-                attempt=attempt,
                 reason=verdict.reason,
                 result=verdict.result,
                 error_type=verdict.error_type,
@@ -97,15 +100,24 @@ class Outcomes:
                 attempt,
                 verdict.state,
             )
-        return moved
+            return None
+        return State.QUEUED if retry else verdict.state
 
-    def _after(self, task_id: str, verdict: Verdict, retry: bool, moved: bool) -> None:
-        if moved:
-            state = State.QUEUED if retry else verdict.state
-            self.publish(task_id, state, reason=verdict.reason)
+    def _move(
+        self, task_id: str, attempt: int, dst: State, requested: bool | None = None, **fields: Any
+    ) -> bool:
+        """A write fenced by this instance's ownership of ``attempt``."""
+        return self.store.transition(
+            task_id, dst, src=State.RUNNING, owner=self.owner, attempt=attempt, requested=requested, **fields
+        )
+
+    def _after(self, task_id: str, verdict: Verdict, retry: bool, written: State | None) -> None:
+        if written is not None:
+            reason = Reason.CANCELLED if written == State.CANCELLED else verdict.reason
+            self.publish(task_id, written, reason=reason)
         # On PostgreSQL the local directory is a copy of what the database holds: it goes with the
         # attempt. SQLite's spool is the only copy: it goes once the task is final.
-        if self.db.postgres or (moved and not retry):
+        if self.db.postgres or written in FINAL:
             self.drop_files(task_id)
 
     def drop_files(self, task_id: str) -> None:
@@ -115,13 +127,15 @@ class Outcomes:
         shutil.rmtree(self.spool_dir / task_id, ignore_errors=True)
 
     async def flush(self) -> None:
-        """Write the outcomes kept while the database was away, oldest first."""
-        while self._unsaved:
+        """Write the outcomes kept while the database was away, oldest first, each then ending as it
+        would have (published, its files dropped)."""
+        while self._unsaved_writes:
             try:
-                await self.db.run(self._unsaved[0])
+                written = await self.db.run(self._unsaved_writes[0])
             except StoreUnavailableError:
                 return
-            self._unsaved.pop(0)
+            self._unsaved_writes.pop(0)
+            self._unsaved.pop(0)(written)
 
     def learn(self, kind: str, peak_mb: float) -> None:
         """Admission learns at once; the database hears of it on the next tick, off the task's path."""

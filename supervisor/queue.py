@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sqlalchemy import bindparam, delete, update
+from sqlalchemy import select as select_columns  # sqlmodel's select types at most four columns
 from sqlmodel import col, select
 
 from supervisor.admission import plan
@@ -61,9 +62,10 @@ _START = (
         ceiling_mb=bindparam("b_ceiling_mb"),
         estimate_mb=bindparam("b_estimate_mb"),
         reason=None,
-        cancel_requested=False,
     )
 )
+HEAD_COLUMNS = (TaskRow.id, TaskRow.kind, TaskRow.ceiling_mb, TaskRow.created_at, TaskRow.cancel_requested)
+CANCELLED_AT_CLAIM = Verdict(State.CANCELLED, Reason.CANCELLED)
 
 
 def claim(db: Database, owner: str, need_of: NeedFn, room: Room) -> Claim:
@@ -73,16 +75,23 @@ def claim(db: Database, owner: str, need_of: NeedFn, room: Room) -> Claim:
         window = max(room.slots, 0) + WINDOW_EXTRA
         with db.transaction(immediate=True) as conn:
             head = (
-                select(TaskRow.id, TaskRow.kind, TaskRow.ceiling_mb, TaskRow.created_at)
-                .where(TaskRow.state == State.QUEUED)
+                select_columns(*(col(c) for c in HEAD_COLUMNS))
+                .where(col(TaskRow.state) == State.QUEUED)
                 .order_by(col(TaskRow.created_at), col(TaskRow.id))
                 .limit(window)
             )
             if db.postgres:
                 head = head.with_for_update(skip_locked=True)
-            rows = conn.execute(head).all()
+            result = Claim()
+            rows = []
+            for row in conn.execute(head).all():
+                # Requeued by a retry or a rescue that raced a cancel: the cancel stands.
+                if row.cancel_requested and _fail_queued(db, conn, row.id, CANCELLED_AT_CLAIM):
+                    result.refused.append((row.id, CANCELLED_AT_CLAIM))
+                elif not row.cancel_requested:
+                    rows.append(row)
             # With the ceiling each task will run under: never above this instance's budget.
-            needs = [need_of(kind, _clip(ceiling_mb, room.budget_mb)) for _, kind, ceiling_mb, _ in rows]
+            needs = [need_of(row.kind, _clip(row.ceiling_mb, room.budget_mb)) for row in rows]
             decision = plan(needs, room.committed_mb, room.budget_mb, room.slots, room.largest_budget_mb)
             now = utcnow()
             starts = [
@@ -98,7 +107,6 @@ def claim(db: Database, owner: str, need_of: NeedFn, room: Room) -> Claim:
             ]
             if starts:
                 conn.execute(_START, starts)
-            result = Claim()
             largest_mb = max(room.budget_mb, room.largest_budget_mb or 0.0)
             for p in decision.refuse:
                 verdict = _refusal(rows[p].kind, needs[p], largest_mb)

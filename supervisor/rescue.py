@@ -33,6 +33,7 @@ PURGE_BATCH = 500
 class Rescued:
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
     dead_instances: list[str] = field(default_factory=list)
 
 
@@ -48,6 +49,11 @@ def rescue(db: Database, me: str, here: Process, dead_after_s: float) -> Rescued
             orphaned = _orphaned(dead)
             retry = and_(col(TaskRow.retriable), col(TaskRow.attempts) < col(TaskRow.max_attempts))
             done = Rescued(dead_instances=dead)
+            # A cancel asked before its owner died is honoured, never undone by a requeue.
+            done.cancelled = _move(
+                db, conn, and_(orphaned, col(TaskRow.cancel_requested)),
+                state=State.CANCELLED, reason=Reason.CANCELLED, finished_at=now,
+            )  # fmt: skip
             done.requeued = _move(
                 db, conn, and_(orphaned, retry), state=State.QUEUED, owner_id=None, reason=Reason.INTERRUPTED
             )
@@ -61,8 +67,9 @@ def rescue(db: Database, me: str, here: Process, dead_after_s: float) -> Rescued
                 error_message=INTERRUPTED_MESSAGE,
                 finished_at=now,
             )
-            if done.failed and db.postgres:
-                conn.execute(delete(TaskFileRow).where(col(TaskFileRow.task_id).in_(done.failed)))
+            ended = done.failed + done.cancelled
+            if ended and db.postgres:
+                conn.execute(delete(TaskFileRow).where(col(TaskFileRow.task_id).in_(ended)))
             if dead:
                 conn.execute(delete(InstanceRow).where(col(InstanceRow.id).in_(dead)))
             return done
@@ -72,6 +79,8 @@ def rescue(db: Database, me: str, here: Process, dead_after_s: float) -> Rescued
         log.warning("task %s: its instance is dead; requeued", task_id)
     for task_id in done.failed:
         log.warning("task %s: its instance is dead; failed (interrupted)", task_id)
+    for task_id in done.cancelled:
+        log.warning("task %s: its instance is dead; cancelled, as asked", task_id)
     return done
 
 

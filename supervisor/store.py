@@ -33,7 +33,7 @@ __all__ = ["Store", "TaskRow", "as_utc", "utcnow"]
 
 T = TypeVar("T")
 CHUNK_BYTES = 1 << 20  # files travel through the database in chunks: memory stays bounded by one
-GUARDS = ("owner", "attempt")
+GUARDS = ("owner", "attempt", "requested")
 
 
 class Store:
@@ -85,19 +85,24 @@ class Store:
         task_id: str,
         dst: State,
         src: State | None = None,
+        *,
         owner: str | None = None,
         attempt: int | None = None,
+        requested: bool | None = None,
         **fields: Any,
     ) -> bool:
         """Move a task to ``dst`` if it is in ``src`` (default: any legal source) and, when given, is
-        owned by ``owner`` at ``attempt``; False otherwise. A final state drops the task's files."""
+        owned by ``owner`` at ``attempt`` and, when ``requested`` is given, its ``cancel_requested`` flag
+        is that; False otherwise. A final state drops the task's files."""
         sources = sources_of(dst)
         if src is not None:
             if src not in sources:
                 raise ValueError(f"illegal transition {src} -> {dst}")
             sources = frozenset({src})
         guards = {
-            name: value for name, value in zip(GUARDS, (owner, attempt), strict=True) if value is not None
+            name: value
+            for name, value in zip(GUARDS, (owner, attempt, requested), strict=True)
+            if value is not None
         }
         stmt = self._transition_stmt(tuple(sorted(fields)), tuple(sorted(guards)))
         params = {"task_id": task_id, "sources": sorted(sources), "dst": dst, **fields, **guards}
@@ -127,6 +132,8 @@ class Store:
                 where.append(col(TaskRow.owner_id) == bindparam("owner"))
             if "attempt" in guards:
                 where.append(col(TaskRow.attempts) == bindparam("attempt"))
+            if "requested" in guards:
+                where.append(col(TaskRow.cancel_requested) == bindparam("requested"))
             values: dict[str, Any] = {"state": bindparam("dst"), **{name: bindparam(name) for name in names}}
             stmt = update(TaskRow).where(*where).values(values)
             self._transitions[names + guards] = stmt

@@ -52,6 +52,9 @@ async def rescue_once(sup: Supervisor) -> None:
     for task_id in done.failed:
         sup.publish(task_id, State.FAILED, reason=Reason.INTERRUPTED)
         sup.outcomes.drop_files(task_id)  # SQLite's spool: the only copy
+    for task_id in done.cancelled:
+        sup.publish(task_id, State.CANCELLED, reason=Reason.CANCELLED)
+        sup.outcomes.drop_files(task_id)
     if done.requeued:
         sup.claim_soon()
 

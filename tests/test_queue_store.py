@@ -3,24 +3,28 @@ racing claimers, owner-guarded writes, rescue of dead instances only; and their 
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.admission import plan
+from supervisor.admission import Admission, plan
 from supervisor.database import Database
 from supervisor.instances import Instances, Process, is_dead
+from supervisor.outcomes import Outcomes
 from supervisor.queue import Room, claim
 from supervisor.rescue import purge, rescue
 from supervisor.schema import InstanceRow
 from supervisor.states import Reason, State
 from supervisor.store import Store, TaskRow
+from supervisor.verdict import Verdict
 
 REPORT = {"limit_mb": 512.0, "budget_mb": 400.0, "enforcement": "watchdog", "running": 0, "listening": False}
 
@@ -145,6 +149,52 @@ def test_retention_deletes_only_old_final_tasks(store: Store) -> None:
     assert store.transition(recent, State.CANCELLED, src=State.QUEUED, finished_at=datetime.now(UTC))
     assert purge(store.db, 7 * 86400) == 1
     assert store.get(old) is None and store.get(recent) is not None and store.get(waiting) is not None
+
+
+CRASHED = Verdict(State.FAILED, Reason.CRASHED, error_type="Crashed", error_message="exit code -9")
+
+
+def test_a_retry_after_a_cancel_was_asked_ends_the_task_cancelled(store: Store, tmp_path: Path) -> None:
+    task_id = _add(store)
+    assert claim(store.db, "owner", lambda kind, ceiling: 1.0, _room(100)).started
+    assert store.request_cancel(task_id), "asked through a peer while the task runs"
+    published: list[tuple[str, State]] = []
+    outcomes = Outcomes(
+        store, "owner", cast(Admission, None),  # learning is not on this path
+        spool_dir=tmp_path, publish=lambda task_id, state, **_: published.append((task_id, state)), history=8,
+    )  # fmt: skip
+    asyncio.run(outcomes.end(task_id, 1, CRASHED, retry=True, fields={}))
+    row = store.get(task_id)
+    assert row is not None and (row.state, row.reason) == (State.CANCELLED, Reason.CANCELLED)
+    assert published == [(task_id, State.CANCELLED)]
+    assert not claim(store.db, "peer", lambda kind, ceiling: 1.0, _room(100)).started, "never runs again"
+
+
+def test_a_task_requeued_after_its_cancel_was_asked_is_cancelled_at_claim(store: Store) -> None:
+    task_id, other = _add(store), _add(store)
+    assert claim(store.db, "owner", lambda kind, ceiling: 1.0, _room(100, slots=1)).started
+    assert store.request_cancel(task_id)
+    # A requeue written in the instant the cancel landed, without seeing it.
+    assert store.transition(task_id, State.QUEUED, src=State.RUNNING, owner="owner", attempt=1, owner_id=None)
+    got = claim(store.db, "peer", lambda kind, ceiling: 1.0, _room(100))
+    assert [r.id for r in got.started] == [other]
+    assert [(i, v.state) for i, v in got.refused] == [(task_id, State.CANCELLED)]
+    row = store.get(task_id)
+    assert row is not None and (row.state, row.reason, row.attempts) == (State.CANCELLED, Reason.CANCELLED, 1)
+
+
+def test_rescue_honours_a_cancel_asked_before_the_owner_died(store: Store) -> None:
+    me = Instances(store.db, "all", 30)
+    me.register(REPORT)
+    dead = _elsewhere(store.db, 60)
+    cancelled, plain = _add(store), _add(store)
+    assert len(claim(store.db, dead.id, lambda kind, ceiling: 1.0, _room(100)).started) == 2
+    assert store.request_cancel(cancelled)
+    done = rescue(store.db, me.id, me.process, 30)
+    assert (done.cancelled, done.requeued) == ([cancelled], [plain])
+    row = store.get(cancelled)
+    assert row is not None and (row.state, row.reason) == (State.CANCELLED, Reason.CANCELLED)
+    assert row.finished_at is not None
 
 
 # ----- pure rules ----------------------------------------------------------------------------------
