@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from harness.server import Server, until
+from workers.protocol import MAX_FRAME_BYTES
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,14 @@ def test_exception_ends_failed_with_type_and_message(server: Server) -> None:
     assert done["state"] == "failed"
     assert done["reason"] == "error"
     assert done["error"] == {"type": "RuntimeError", "message": "boom 42"}
+
+
+def test_a_result_over_the_frame_limit_ends_failed_once_naming_the_limit(server: Server) -> None:
+    # diag.sleep is retriable: a result lost in transit would read "crashed" and run again.
+    done = server.wait(server.submit("diag.sleep", {"pad_kb": 17 * 1024})["id"])
+    assert (done["state"], done["reason"], done["attempts"]) == ("failed", "error", 1)
+    assert done["error"]["type"] == "ResultTooLargeError"
+    assert str(MAX_FRAME_BYTES) in done["error"]["message"]
 
 
 def test_segfault_ends_failed_crashed_with_signal(server: Server) -> None:

@@ -22,6 +22,7 @@ BURST_CHUNK_MB = 16
 
 class SleepInput(BaseModel):
     seconds: float = Field(default=0.0, ge=0, le=3600)
+    pad_kb: int = Field(default=0, ge=0, le=32768, description="padding added to the result, in KiB")
 
 
 class AllocInput(BaseModel):
@@ -63,6 +64,8 @@ def sleep(payload: SleepInput, ctx: TaskContext) -> dict[str, Any]:
     """Sleep for a while; zero seconds makes a no-op task for dispatch measurements."""
     if payload.seconds:
         time.sleep(payload.seconds)
+    if payload.pad_kb:
+        return {"slept_s": payload.seconds, "pad": "x" * (payload.pad_kb * 1024)}
     return {"slept_s": payload.seconds}
 
 

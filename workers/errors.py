@@ -55,6 +55,17 @@ class ProtocolError(WorkerError):
     """A frame on the broker socket is not a valid protocol message."""
 
 
+class ResultTooLargeError(WorkerError):
+    """A task's result, encoded, exceeds the largest frame the broker accepts: the task ends failed
+    (a retry would only run its side effects again to the same end). Large outputs go in files."""
+
+    def __init__(self, size_bytes: int, limit_bytes: int) -> None:
+        super().__init__(
+            f"the result is {size_bytes} bytes encoded, over the {limit_bytes}-byte limit "
+            f"({limit_bytes // (1024 * 1024)} MiB); write large outputs to the task's output files"
+        )
+
+
 class KindDisabledError(MemvisorError):
     """The kind exists but a setting switches it off (or a missing one keeps it off: ``switch`` names
     the setting either way)."""

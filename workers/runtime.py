@@ -18,6 +18,7 @@ from typing import Any
 import zmq
 
 from workers import protocol, sandbox
+from workers.errors import ResultTooLargeError
 from workers.lifeline import EXIT_NO_ACK, EXIT_NO_TASK, EXIT_OK, die_with_parent
 from workers.limits import WORKER_OOM_SCORE_ADJ, apply_task_limits, raise_oom_score, release_frames
 from workers.procname import WORKER_NAME, set_process_name
@@ -93,7 +94,10 @@ def _run(task: dict[str, Any], sock: zmq.Socket[bytes]) -> bytes:
             send_progress=lambda data: _send_progress(sock, data),
         )
         result = spec.fn(payload, context)
-        return protocol.encode(protocol.RESULT, result=result)
+        frame = protocol.encode(protocol.RESULT, result=result)
+        if len(frame) > protocol.MAX_FRAME_BYTES:  # the broker would drop it unread
+            raise ResultTooLargeError(len(frame), protocol.MAX_FRAME_BYTES)
+        return frame
     except Exception as exc:  # the task's failure is data for the supervisor, not a worker crash
         release_frames(exc)
         log.info("task %s pid %d failed: %s", task.get("task_id"), os.getpid(), exc)
