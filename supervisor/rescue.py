@@ -108,27 +108,40 @@ def _move(db: Database, conn: Connection, where: ColumnElement[bool], **values: 
     return ids
 
 
-def purge(db: Database, retention_s: float, output_retention_s: float | None = None) -> int:
-    """Delete tasks final for longer than ``retention_s`` (and any file of theirs), a batch at a time,
-    and the stored outputs of tasks final for longer than ``output_retention_s``."""
+def purge(
+    db: Database, retention_s: float, output_retention_s: float | None = None, batch: int = PURGE_BATCH
+) -> int:
+    """Delete tasks final for longer than ``retention_s`` (and any file of theirs), a batch per
+    transaction until a batch comes back short, and the stored outputs of tasks final for longer than
+    ``output_retention_s``. Short transactions keep claims and outcome writes flowing meanwhile."""
+    total = 0
+    while (deleted := db.guard(lambda: _purge_batch(db, retention_s, batch))) > 0:
+        total += deleted
+        if deleted < batch:
+            break
+    if output_retention_s is not None and db.postgres:
+        db.guard(lambda: _purge_outputs(db, output_retention_s))
+    return total
 
-    def work() -> int:
-        with db.transaction(immediate=True) as conn:
-            cutoff = db_now(db, conn) - timedelta(seconds=retention_s)
-            old = (
-                select(TaskRow.id)
-                .where(col(TaskRow.state).in_(sorted(FINAL)), col(TaskRow.finished_at) < cutoff)
-                .limit(PURGE_BATCH)
-            )
-            ids = [row[0] for row in conn.execute(old).all()]
-            if ids:
-                conn.execute(delete(TaskFileRow).where(col(TaskFileRow.task_id).in_(ids)))
-                conn.execute(delete(TaskOutputRow).where(col(TaskOutputRow.task_id).in_(ids)))
-                conn.execute(delete(TaskRow).where(col(TaskRow.id).in_(ids)))
-            if output_retention_s is not None and db.postgres:
-                stale = db_now(db, conn) - timedelta(seconds=output_retention_s)
-                done = select(TaskRow.id).where(col(TaskRow.finished_at) < stale).scalar_subquery()
-                conn.execute(delete(TaskOutputRow).where(col(TaskOutputRow.task_id).in_(done)))
-            return len(ids)
 
-    return db.guard(work)
+def _purge_batch(db: Database, retention_s: float, batch: int) -> int:
+    with db.transaction(immediate=True) as conn:
+        cutoff = db_now(db, conn) - timedelta(seconds=retention_s)
+        old = (
+            select(TaskRow.id)
+            .where(col(TaskRow.state).in_(sorted(FINAL)), col(TaskRow.finished_at) < cutoff)
+            .limit(batch)
+        )
+        ids = [row[0] for row in conn.execute(old).all()]
+        if ids:
+            conn.execute(delete(TaskFileRow).where(col(TaskFileRow.task_id).in_(ids)))
+            conn.execute(delete(TaskOutputRow).where(col(TaskOutputRow.task_id).in_(ids)))
+            conn.execute(delete(TaskRow).where(col(TaskRow.id).in_(ids)))
+        return len(ids)
+
+
+def _purge_outputs(db: Database, output_retention_s: float) -> None:
+    with db.transaction(immediate=True) as conn:
+        stale = db_now(db, conn) - timedelta(seconds=output_retention_s)
+        done = select(TaskRow.id).where(col(TaskRow.finished_at) < stale).scalar_subquery()
+        conn.execute(delete(TaskOutputRow).where(col(TaskOutputRow.task_id).in_(done)))

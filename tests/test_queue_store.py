@@ -197,6 +197,16 @@ def test_rescue_honours_a_cancel_asked_before_the_owner_died(store: Store) -> No
     assert row.finished_at is not None
 
 
+def test_retention_keeps_deleting_until_a_batch_comes_back_short(store: Store) -> None:
+    long_ago = datetime.now(UTC) - timedelta(days=8)
+    old = [_add(store) for _ in range(5)]
+    for task_id in old:
+        assert store.transition(task_id, State.CANCELLED, src=State.QUEUED, finished_at=long_ago)
+    waiting = _add(store)
+    assert purge(store.db, 7 * 86400, batch=2) == 5
+    assert [store.get(task_id) for task_id in old] == [None] * 5 and store.get(waiting) is not None
+
+
 # ----- pure rules ----------------------------------------------------------------------------------
 
 HERE = Process("this-machine", 100, 5)
