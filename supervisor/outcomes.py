@@ -46,8 +46,8 @@ class Outcomes:
         self.spool_dir = spool_dir
         self.publish = publish
         self.history = history
-        self._unsaved_writes: list[Callable[[], State | None]] = []
-        self._unsaved: list[Callable[[State | None], None]] = []  # what follows each write
+        # Each kept write, with what follows it once it is written (publish, drop files).
+        self._unsaved: list[tuple[Callable[[], State | None], Callable[[State | None], None]]] = []
         self._pending_peaks: dict[str, list[float]] = {}
 
     async def end(
@@ -59,8 +59,7 @@ class Outcomes:
         except StoreUnavailableError as exc:
             # The answer is kept, not lost: it is written as soon as the database is back.
             log.warning("task %s: outcome not yet saved (%s); retrying", task_id, exc)
-            self._unsaved.append(functools.partial(self._after, task_id, verdict, retry))
-            self._unsaved_writes.append(write)
+            self._unsaved.append((write, functools.partial(self._after, task_id, verdict, retry)))
             return
         self._after(task_id, verdict, retry, written)
 
@@ -129,13 +128,14 @@ class Outcomes:
     async def flush(self) -> None:
         """Write the outcomes kept while the database was away, oldest first, each then ending as it
         would have (published, its files dropped)."""
-        while self._unsaved_writes:
+        while self._unsaved:
+            write, after = self._unsaved[0]
             try:
-                written = await self.db.run(self._unsaved_writes[0])
+                written = await self.db.run(write)
             except StoreUnavailableError:
                 return
-            self._unsaved_writes.pop(0)
-            self._unsaved.pop(0)(written)
+            self._unsaved.pop(0)
+            after(written)
 
     def learn(self, kind: str, peak_mb: float) -> None:
         """Admission learns at once; the database hears of it on the next tick, off the task's path."""
